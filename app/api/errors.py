@@ -1,0 +1,67 @@
+"""One JSON error shape for every failure: ``{"error": {"code", "message", "field",
+"details"}}``. Validation errors name the offending field (``params.alpha``,
+``instances[3]``), and nothing unexpected leaks as a bare 500 page."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.errors import ServiceError
+
+logger = logging.getLogger("unlearn.api")
+
+
+def error_body(code: str, message: str, field: str | None = None,
+               details: list | None = None) -> dict:
+    body: dict = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    if details:
+        body["details"] = details
+    return {"error": body}
+
+
+def _field_name(location: tuple) -> str:
+    parts = [str(p) for p in location if p not in ("body", "query", "path", "header")]
+    name = ""
+    for part in parts:
+        name += f"[{part}]" if part.isdigit() else (f".{part}" if name else part)
+    return name or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, error: ServiceError) -> JSONResponse:
+        return JSONResponse(error_body(error.code, error.message, error.field),
+                            status_code=error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        details = []
+        for item in error.errors():
+            field = _field_name(tuple(item.get("loc", ())))
+            details.append({"field": field, "message": item.get("msg", "invalid")})
+        first = details[0] if details else {"field": "body", "message": "invalid request"}
+        return JSONResponse(
+            error_body("validation_error", f"{first['field']}: {first['message']}",
+                       first["field"], details),
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            error.status_code, "http_error")
+        return JSONResponse(error_body(code, str(error.detail)), status_code=error.status_code,
+                            headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("internal_error", "internal server error"),
+                            status_code=500)

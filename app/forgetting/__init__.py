@@ -1,0 +1,1 @@
+"""Forget requests: intake, validation, execution by a worker, publication of the result."""

@@ -1,0 +1,144 @@
+"""HTTP routes for forget requests: thin wrappers over ``service`` and the worker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy.orm import Session
+
+from app.api.deps import get_actor, get_ctx, get_session
+from app.api.pagination import decode_cursor, encode_cursor
+from app.core.context import ServiceContext
+from app.core.errors import InvalidInputError
+from app.forgetting import service
+from app.forgetting.models import ForgetRequest, RequestStatus
+from app.forgetting.schemas import (
+    ForgetRequestCreate,
+    ForgetRequestList,
+    ForgetRequestMetrics,
+    ForgetRequestRead,
+    MethodInfo,
+    MethodList,
+    RequestLinks,
+)
+from app.unlearning.catalog import METHODS
+
+router = APIRouter(tags=["forget requests"])
+
+FINISHED = {RequestStatus.completed.value, RequestStatus.failed.value}
+
+
+def to_read(request: ForgetRequest) -> ForgetRequestRead:
+    duration = None
+    if request.started_at and request.finished_at:
+        duration = (request.finished_at - request.started_at).total_seconds()
+    metrics = request.metrics or {}
+    return ForgetRequestRead(
+        id=request.id,
+        status=request.status,
+        model_name=request.model_name,
+        source_version=request.source_version,
+        result_version=request.result_version,
+        method=request.method,
+        params=request.params,
+        classes=request.target_classes,
+        sample_ids=request.target_sample_ids,
+        requested_by=request.requested_by,
+        subject_reference=request.subject_reference,
+        reason=request.reason,
+        error=request.error,
+        metrics=ForgetRequestMetrics(before=metrics.get("before"), after=metrics.get("after")),
+        progress=request.progress,
+        attempts=request.attempts,
+        created_at=request.created_at,
+        started_at=request.started_at,
+        finished_at=request.finished_at,
+        duration_s=duration,
+        links=RequestLinks(
+            self=f"/forget-requests/{request.id}",
+            source_version=f"/models/{request.source_version}",
+            result_version=(f"/models/{request.result_version}"
+                            if request.result_version is not None else None),
+        ),
+    )
+
+
+@router.post("/forget-requests", status_code=202, response_model=ForgetRequestRead,
+             responses={200: {"model": ForgetRequestRead,
+                              "description": "Finished (with ?wait=true)"}})
+def create_forget_request(
+    body: ForgetRequestCreate,
+    request: Request,
+    response: Response,
+    ctx: Annotated[ServiceContext, Depends(get_ctx)],
+    actor: Annotated[str, Depends(get_actor)],
+    wait: Annotated[bool, Query(description="Return once the request has finished.")] = False,
+) -> ForgetRequestRead:
+    with ctx.db.session() as session:
+        created = service.file_request(session, ctx.model_name, body, actor,
+                                       ctx.settings.max_sample_ids)
+    request.app.state.notifier.notify()  # wake the embedded worker now
+    response.headers["Location"] = f"/forget-requests/{created.id}"
+    if not wait:
+        return to_read(created)
+    finished = _wait_until_finished(ctx, request, created.id, ctx.settings.wait_timeout_s)
+    if finished.status in FINISHED:
+        response.status_code = 200
+    return to_read(finished)
+
+
+def _wait_until_finished(ctx: ServiceContext, request: Request, request_id: str,
+                         timeout_s: float) -> ForgetRequest:
+    deadline = time.monotonic() + timeout_s
+    done = request.app.state.worker_done
+    while True:
+        with ctx.db.session() as session:
+            current = service.get_request(session, request_id)
+        if current.status in FINISHED or time.monotonic() >= deadline:
+            return current
+        # Woken by the embedded worker at once; a worker in another process is polled.
+        done.wait(min(0.25, max(0.0, deadline - time.monotonic())))
+
+
+@router.get("/forget-requests/{request_id}", response_model=ForgetRequestRead)
+def read_forget_request(request_id: str,
+                        session: Annotated[Session, Depends(get_session)]) -> ForgetRequestRead:
+    return to_read(service.get_request(session, request_id))
+
+
+@router.get("/forget-requests", response_model=ForgetRequestList)
+def list_forget_requests(
+    session: Annotated[Session, Depends(get_session)],
+    status: Annotated[RequestStatus | None, Query()] = None,
+    subject_reference: Annotated[str | None, Query(max_length=200)] = None,
+    method: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> ForgetRequestList:
+    before = None
+    decoded = decode_cursor(cursor)
+    if decoded is not None:
+        try:
+            before = (dt.datetime.fromisoformat(decoded[0]), str(decoded[1]))
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise InvalidInputError("cursor is not one this service issued", "cursor") from None
+    rows, last = service.list_requests(
+        session, limit=limit, before=before,
+        status=status.value if status else None,
+        subject_reference=subject_reference, method=method,
+    )
+    next_cursor = encode_cursor([last.created_at.isoformat(), last.id]) if last else None
+    return ForgetRequestList(items=[to_read(row) for row in rows], next_cursor=next_cursor)
+
+
+@router.get("/methods", response_model=MethodList, tags=["methods"])
+def list_methods() -> MethodList:
+    return MethodList(items=[
+        MethodInfo(name=m.name, description=m.description, supports_classes=m.supports_classes,
+                   supports_samples=m.supports_samples,
+                   params_schema=m.Params.model_json_schema())
+        for m in METHODS.values()
+    ])

@@ -1,0 +1,100 @@
+"""Request and response bodies of the forget-request API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ClassLabel = Annotated[int, Field(strict=True, ge=0, le=9)]
+SampleId = Annotated[int, Field(strict=True)]
+
+
+class ForgetRequestCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{
+                "classes": [2],
+                "method": "output_dampening",
+                "params": {"alpha": 0.01},
+                "requested_by": "privacy.officer@example.com",
+                "subject_reference": "GDPR-2026-0042",
+                "reason": "Art. 17 erasure request",
+            }]
+        },
+    )
+
+    model_version: int | None = Field(
+        default=None, ge=1, description="Source version; default: the production version."
+    )
+    classes: list[ClassLabel] = Field(
+        default_factory=list, max_length=10, description="Classes to forget (0-9)."
+    )
+    sample_ids: list[SampleId] = Field(
+        default_factory=list,
+        description="Training-split indices (0-59999) to forget; methods that forget "
+        "individual samples only.",
+    )
+    method: str = Field(min_length=1, max_length=64, description="Unlearning method name.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The method's own parameters, validated per method."
+    )
+    requested_by: str = Field(min_length=1, max_length=200)
+    subject_reference: str = Field(
+        min_length=1, max_length=200, description="The data subject / case reference."
+    )
+    reason: str = Field(default="", max_length=2000)
+
+
+class RequestLinks(BaseModel):
+    self: str
+    source_version: str
+    result_version: str | None = None
+
+
+class ForgetRequestMetrics(BaseModel):
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+
+class ForgetRequestRead(BaseModel):
+    id: str
+    status: str
+    model_name: str
+    source_version: int
+    result_version: int | None
+    method: str
+    params: dict[str, Any]
+    classes: list[int]
+    sample_ids: list[int]
+    requested_by: str
+    subject_reference: str
+    reason: str
+    error: str | None
+    metrics: ForgetRequestMetrics
+    progress: float
+    attempts: int
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    duration_s: float | None
+    links: RequestLinks
+
+
+class ForgetRequestList(BaseModel):
+    items: list[ForgetRequestRead]
+    next_cursor: str | None
+
+
+class MethodInfo(BaseModel):
+    name: str
+    description: str
+    supports_classes: bool
+    supports_samples: bool
+    params_schema: dict[str, Any]
+
+
+class MethodList(BaseModel):
+    items: list[MethodInfo]

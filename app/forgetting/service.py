@@ -1,0 +1,131 @@
+"""Filing, reading and listing forget requests."""
+
+from __future__ import annotations
+
+import uuid
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.audit.service import AuditAction, record
+from app.core.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
+from app.forgetting.models import ForgetRequest, RequestStatus
+from app.forgetting.schemas import ForgetRequestCreate
+from app.ml.data import TRAIN_SIZE
+from app.registry.service import resolve_version
+from app.unlearning.base import MethodParams, UnlearningMethod
+from app.unlearning.catalog import METHODS, get_method
+
+
+def validate_method_params(method_name: str, params: dict) -> tuple[UnlearningMethod, MethodParams]:
+    method = get_method(method_name)
+    if method is None:
+        raise InvalidInputError(
+            f"unknown method {method_name!r}; available: {', '.join(sorted(METHODS))}", "method"
+        )
+    try:
+        return method, method.Params.model_validate(params)
+    except ValidationError as error:
+        first = error.errors()[0]
+        location = ".".join(str(part) for part in first["loc"])
+        field = f"params.{location}" if location else "params"
+        raise InvalidInputError(f"{field}: {first['msg']}", field) from None
+
+
+def validate_target(method: UnlearningMethod, classes: list[int], sample_ids: list[int],
+                    max_sample_ids: int) -> tuple[list[int], list[int]]:
+    """Deduplicate and check the target against the method's abilities and the ID range."""
+    classes = sorted(set(classes))
+    if not classes and not sample_ids:
+        raise InvalidInputError("the request forgets nothing: give classes or sample_ids",
+                                "classes")
+    if sample_ids and not method.supports_samples:
+        raise InvalidInputError(
+            f"method {method.name!r} forgets whole classes only; choose a method that "
+            f"forgets individual samples for sample_ids",
+            "sample_ids",
+        )
+    if classes and not method.supports_classes:
+        raise InvalidInputError(f"method {method.name!r} does not forget classes", "classes")
+    if len(sample_ids) > max_sample_ids:
+        raise PayloadTooLargeError(
+            f"{len(sample_ids)} sample IDs exceed the limit of {max_sample_ids} per request",
+            "sample_ids",
+        )
+    for position, sample_id in enumerate(sample_ids):
+        if not 0 <= sample_id < TRAIN_SIZE:
+            raise InvalidInputError(
+                f"sample_ids[{position}] = {sample_id} is not a training-split index "
+                f"(0-{TRAIN_SIZE - 1})",
+                f"sample_ids[{position}]",
+            )
+    return classes, sorted(set(sample_ids))
+
+
+def file_request(session: Session, model_name: str, body: ForgetRequestCreate, actor: str,
+                 max_sample_ids: int) -> ForgetRequest:
+    """Validate a request completely, then queue it with its audit entry (one transaction)."""
+    method, params = validate_method_params(body.method, body.params)
+    classes, sample_ids = validate_target(method, body.classes, body.sample_ids, max_sample_ids)
+    source = resolve_version(session, model_name, body.model_version)
+    request = ForgetRequest(
+        id=str(uuid.uuid4()),
+        model_name=model_name,
+        source_version=source.version,
+        status=RequestStatus.queued.value,
+        method=method.name,
+        params=params.model_dump(mode="json"),
+        target_classes=classes,
+        target_sample_ids=sample_ids,
+        requested_by=body.requested_by,
+        subject_reference=body.subject_reference,
+        reason=body.reason,
+    )
+    session.add(request)
+    session.flush()
+    record(
+        session, AuditAction.forget_request_received, actor,
+        subject_reference=request.subject_reference, forget_request_id=request.id,
+        model_name=model_name, model_version=source.version,
+        details={
+            "requested_by": body.requested_by, "method": request.method,
+            "params": request.params, "classes": classes,
+            "sample_id_count": len(sample_ids), "reason": body.reason,
+        },
+    )
+    return request
+
+
+def get_request(session: Session, request_id: str) -> ForgetRequest:
+    request = session.get(ForgetRequest, request_id)
+    if request is None:
+        raise NotFoundError(f"forget request {request_id!r} does not exist", "request_id")
+    return request
+
+
+def list_requests(session: Session, *, limit: int, before: tuple | None = None,
+                  status: str | None = None, subject_reference: str | None = None,
+                  method: str | None = None) -> tuple[list[ForgetRequest], ForgetRequest | None]:
+    """Newest first. ``before`` is the (created_at, id) of the last item of the previous page."""
+    statement = (
+        select(ForgetRequest)
+        .order_by(ForgetRequest.created_at.desc(), ForgetRequest.id.desc())
+        .limit(limit + 1)
+    )
+    if before is not None:
+        created_at, request_id = before
+        statement = statement.where(
+            (ForgetRequest.created_at < created_at)
+            | ((ForgetRequest.created_at == created_at) & (ForgetRequest.id < request_id))
+        )
+    if status is not None:
+        statement = statement.where(ForgetRequest.status == status)
+    if subject_reference is not None:
+        statement = statement.where(ForgetRequest.subject_reference == subject_reference)
+    if method is not None:
+        statement = statement.where(ForgetRequest.method == method)
+    rows = list(session.scalars(statement))
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1]
+    return rows, None

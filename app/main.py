@@ -1,0 +1,67 @@
+"""The FastAPI application: routers from each domain package, one error shape, and the
+embedded worker thread started and stopped with the app."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.api.errors import install_error_handlers
+from app.audit.routes import router as audit_router
+from app.core.config import get_settings
+from app.core.context import ServiceContext, build_context
+from app.forgetting.execution import requeue_running
+from app.forgetting.routes import router as forgetting_router
+from app.forgetting.worker import Notifier, Worker
+from app.health.routes import router as health_router
+from app.prediction.routes import router as prediction_router
+from app.registry.routes import router as registry_router
+
+logger = logging.getLogger("unlearn")
+
+DESCRIPTION = """
+Unlearning as a service. File GDPR erasure ("right to be forgotten") requests against a
+hosted CNN; each request yields a new immutable model version with recorded lineage and
+before/after metrics, and every step lands in the audit log.
+"""
+
+
+def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        context = ctx or build_context(get_settings())
+        app.state.ctx = context
+        app.state.notifier = Notifier()
+        run_worker = context.settings.embedded_worker if start_worker is None else start_worker
+        worker = None
+        if run_worker:
+            # The embedded worker is this deployment's only worker, so whatever was left
+            # 'running' belonged to a process that died: put it back in the queue.
+            requeued = requeue_running(context)
+            if requeued:
+                logger.warning("requeued %d request(s) left running by a previous process",
+                               requeued)
+            worker = Worker(context, app.state.notifier, poll_interval=1.0)
+            app.state.worker_done = worker.done
+            worker.start()
+        else:
+            app.state.worker_done = Notifier()
+        app.state.worker = worker
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+            if ctx is None:
+                context.close()
+
+    app = FastAPI(title="Unlearning service", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan)
+    install_error_handlers(app)
+    for router in (forgetting_router, registry_router, prediction_router, audit_router,
+                   health_router):
+        app.include_router(router)
+    return app

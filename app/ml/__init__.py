@@ -1,0 +1,1 @@
+"""The learning parts: network architecture, MNIST data, training, device choice."""

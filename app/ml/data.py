@@ -1,0 +1,118 @@
+"""MNIST as in-memory tensors, with stable sample IDs.
+
+A training sample's ID is its index in the official 60,000-image training split. Test
+images (10,000) are the held-out set and are never forgettable. Pixels are scaled to
+[0, 1] as in the paper; no further normalisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+TRAIN_SIZE = 60_000
+
+
+class DataUnavailableError(RuntimeError):
+    """MNIST is neither in the data directory nor downloadable."""
+
+
+@dataclass(frozen=True)
+class MnistData:
+    """Images as float32 [N, 1, 28, 28] in [0, 1]; ``train_ids`` are official indices."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    train_ids: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    checksum: str
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_labels.shape[0])
+
+    def subset(self, train_size: int, test_size: int, seed: int = 0) -> "MnistData":
+        """A seeded random subset that keeps the official IDs (for tests and quick runs)."""
+        generator = torch.Generator().manual_seed(seed)
+        train_pick = torch.randperm(self.num_train, generator=generator)[:train_size].sort().values
+        test_pick = torch.randperm(len(self.test_labels), generator=generator)[:test_size].sort().values
+        return MnistData(
+            train_images=self.train_images[train_pick],
+            train_labels=self.train_labels[train_pick],
+            train_ids=self.train_ids[train_pick],
+            test_images=self.test_images[test_pick],
+            test_labels=self.test_labels[test_pick],
+            checksum=f"{self.checksum}:subset({train_size},{test_size},{seed})",
+        )
+
+    def train_positions(self, sample_ids: np.ndarray) -> np.ndarray:
+        """Positions in this (possibly subset) training tensor of the given official IDs."""
+        ids = self.train_ids.numpy()
+        return np.flatnonzero(np.isin(ids, sample_ids))
+
+
+def _to_float(images: torch.Tensor) -> torch.Tensor:
+    return images.to(torch.float32).div_(255.0).unsqueeze(1).contiguous()
+
+
+def dataset_checksum(train_images: torch.Tensor, train_labels: torch.Tensor,
+                     test_images: torch.Tensor, test_labels: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for tensor in (train_images, train_labels, test_images, test_labels):
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def load_mnist(data_dir: Path, download: bool = True) -> MnistData:
+    """Load MNIST from ``data_dir`` (torchvision layout ``MNIST/raw``), downloading if allowed."""
+    from torchvision.datasets import MNIST
+
+    data_dir = Path(data_dir)
+    try:
+        train = MNIST(root=str(data_dir), train=True, download=download)
+        test = MNIST(root=str(data_dir), train=False, download=download)
+    except Exception as error:  # torchvision raises RuntimeError or URLError variants
+        expected = ", ".join(RAW_FILES)
+        raise DataUnavailableError(
+            f"MNIST not found under {data_dir.resolve() / 'MNIST' / 'raw'} (expected {expected}) "
+            f"and it could not be downloaded: {error}. Set UNLEARN_DATA_DIR to a directory "
+            f"holding MNIST/raw."
+        ) from None
+    checksum = dataset_checksum(train.data, train.targets, test.data, test.targets)
+    return MnistData(
+        train_images=_to_float(train.data),
+        train_labels=train.targets.clone(),
+        train_ids=torch.arange(len(train.targets)),
+        test_images=_to_float(test.data),
+        test_labels=test.targets.clone(),
+        checksum=checksum,
+    )
+
+
+class DataProvider:
+    """Loads MNIST once, lazily, and shares it between the API, the worker and the CLI."""
+
+    def __init__(self, data_dir: Path, download: bool = True, preloaded: MnistData | None = None):
+        self._data_dir = Path(data_dir)
+        self._download = download
+        self._data = preloaded
+        self._lock = threading.Lock()
+
+    def get(self) -> MnistData:
+        if self._data is None:
+            with self._lock:
+                if self._data is None:
+                    self._data = load_mnist(self._data_dir, self._download)
+        return self._data

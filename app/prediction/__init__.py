@@ -1,0 +1,1 @@
+"""Serving predictions from any model version."""

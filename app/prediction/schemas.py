@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"model_version": 1, "instances": [[[0.0] * 28] * 28]}]},
+    )
+
+    model_version: int | None = Field(
+        default=None, ge=1, description="Version to answer; default: the production version."
+    )
+    instances: list[list[list[float]]] | None = Field(
+        default=None, description="Images as 28x28 arrays of floats in [0, 1]."
+    )
+    images: list[str] | None = Field(
+        default=None, description="Images as base64-encoded 28x28 grayscale PNGs."
+    )
+
+
+class Prediction(BaseModel):
+    label: int
+    probabilities: list[float]
+
+
+class PredictResponse(BaseModel):
+    model_version: int
+    predictions: list[Prediction]

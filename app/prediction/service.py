@@ -1,0 +1,81 @@
+"""Turn request payloads into a checked image batch, and a batch into predictions."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from app.core.errors import InvalidInputError, PayloadTooLargeError
+
+HEIGHT = WIDTH = 28
+
+
+def batch_from_instances(instances: list, limit: int) -> np.ndarray:
+    """Check a list of 28x28 float arrays (shape, range, finiteness) and stack them."""
+    _check_count(len(instances), limit, "instances")
+    try:
+        batch = np.asarray(instances, dtype=np.float32)
+    except (ValueError, TypeError):
+        batch = None
+    if batch is None or batch.shape[1:] != (HEIGHT, WIDTH):
+        for index, instance in enumerate(instances):
+            shape = np.shape(np.asarray(instance, dtype=object))
+            if shape != (HEIGHT, WIDTH):
+                raise InvalidInputError(
+                    f"instances[{index}] has shape {shape}; expected ({HEIGHT}, {WIDTH})",
+                    f"instances[{index}]",
+                )
+        raise InvalidInputError("instances are not 28x28 arrays", "instances")
+    finite = np.isfinite(batch).all(axis=(1, 2))
+    if not finite.all():
+        index = int(np.flatnonzero(~finite)[0])
+        raise InvalidInputError(f"instances[{index}] contains NaN or infinite values",
+                                f"instances[{index}]")
+    in_range = ((batch >= 0.0) & (batch <= 1.0)).all(axis=(1, 2))
+    if not in_range.all():
+        index = int(np.flatnonzero(~in_range)[0])
+        raise InvalidInputError(f"instances[{index}] has pixel values outside [0, 1]",
+                                f"instances[{index}]")
+    return batch
+
+
+def batch_from_pngs(images: list[str], limit: int) -> np.ndarray:
+    """Decode base64 PNGs (28x28; colour is converted to grayscale) to [0, 1] floats."""
+    _check_count(len(images), limit, "images")
+    batch = np.empty((len(images), HEIGHT, WIDTH), dtype=np.float32)
+    for index, encoded in enumerate(images):
+        field = f"images[{index}]"
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+            with Image.open(io.BytesIO(raw)) as image:
+                if image.format != "PNG":
+                    raise InvalidInputError(f"{field} is {image.format}, not PNG", field)
+                if image.size != (WIDTH, HEIGHT):
+                    raise InvalidInputError(
+                        f"{field} is {image.size[0]}x{image.size[1]}; expected 28x28", field)
+                batch[index] = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+        except (binascii.Error, ValueError):
+            raise InvalidInputError(f"{field} is not valid base64", field) from None
+        except (UnidentifiedImageError, OSError):
+            raise InvalidInputError(f"{field} is not a readable PNG image", field) from None
+    return batch
+
+
+def _check_count(count: int, limit: int, field: str) -> None:
+    if count == 0:
+        raise InvalidInputError(f"{field} is empty", field)
+    if count > limit:
+        raise PayloadTooLargeError(f"{count} {field} exceed the batch limit of {limit}", field)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, batch: np.ndarray, device: torch.device) -> tuple[list[int], list[list[float]]]:
+    x = torch.from_numpy(batch).unsqueeze(1).to(device)
+    probabilities = torch.softmax(model(x), dim=1).cpu()
+    return probabilities.argmax(dim=1).tolist(), probabilities.tolist()

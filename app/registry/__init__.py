@@ -1,0 +1,1 @@
+"""Model registry: immutable numbered versions, lineage, artifacts, the production pointer."""

@@ -1,0 +1,123 @@
+"""Model artifacts: safetensors files, written atomically and verified by sha256 on load.
+
+Nothing is ever unpickled. A write goes to a hidden temporary name, is fsynced, then
+renamed into place (and the directory fsynced), so a crash leaves either no file or a
+complete one under its final name, never a visible half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from app.ml.network import OUTPUT_LAYER
+
+
+class ArtifactIntegrityError(RuntimeError):
+    """The stored file is missing or its sha256 differs from the registry's record."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def serialize_state(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """Deterministic bytes for the same tensors and metadata, so that sha256 identifies
+    content. (safetensors stores metadata in a hash map whose order varies between calls,
+    so all metadata goes into one key as sorted JSON.)"""
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
+    return save_safetensors(tensors, metadata={"unlearn": json.dumps(metadata, sort_keys=True)})
+
+
+def deserialize_state(data: bytes) -> dict[str, torch.Tensor]:
+    return load_safetensors(data)
+
+
+def backbone_sha256(state: dict[str, torch.Tensor]) -> str:
+    """Hash of every tensor except the output layer's: equal hashes mean equal features."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        if name.split(".")[-2:-1] == [OUTPUT_LAYER] or name.startswith(OUTPUT_LAYER + "."):
+            continue
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+class LocalArtifactStore:
+    """Artifacts under a local directory (a shared volume when several machines use it)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        resolved = (self.root / key).resolve()
+        if self.root.resolve() not in resolved.parents:
+            raise ValueError(f"artifact key escapes the store: {key!r}")
+        return resolved
+
+    def put(self, key: str, data: bytes) -> str:
+        """Write durably; returns the sha256. Fails if the key exists (versions are immutable)."""
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            raise FileExistsError(f"artifact {key!r} already exists")
+        temporary = final.parent / f".tmp-{uuid.uuid4().hex}-{final.name}"
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, final)
+        finally:
+            if temporary.exists():
+                temporary.unlink()
+        _fsync_directory(final.parent)
+        return sha256_bytes(data)
+
+    def get(self, key: str, expected_sha256: str) -> bytes:
+        path = self.path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ArtifactIntegrityError(f"artifact {key!r} is missing from {self.root}") from None
+        actual = sha256_bytes(data)
+        if actual != expected_sha256:
+            raise ArtifactIntegrityError(
+                f"artifact {key!r} has sha256 {actual}, but the registry recorded "
+                f"{expected_sha256}: refusing to load a modified model"
+            )
+        return data
+
+    def delete(self, key: str) -> None:
+        try:
+            self.path(key).unlink()
+        except FileNotFoundError:
+            pass
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_model_card(path: Path, card: dict) -> None:
+    path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,56 @@
+"""Loaded models, kept in memory (bounded LRU) so that switching versions rereads nothing.
+
+Keyed by artifact sha256: the bytes were verified against that hash when loaded, and a
+version's artifact never changes, so a cached entry can never be stale.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from app.core.errors import UnavailableError
+from app.ml.network import build_model
+from app.registry.artifacts import ArtifactIntegrityError, LocalArtifactStore, deserialize_state
+from app.registry.models import ModelVersion
+
+
+class ModelCache:
+    def __init__(self, store: LocalArtifactStore, device: torch.device, capacity: int = 8):
+        self.store = store
+        self.device = device
+        self.capacity = capacity
+        self._models: OrderedDict[str, nn.Module] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, version: ModelVersion) -> nn.Module:
+        """The version's model in eval mode on the service's device. Treat it as read-only."""
+        key = version.artifact_sha256
+        with self._lock:
+            model = self._models.get(key)
+            if model is not None:
+                self._models.move_to_end(key)
+                return model
+        try:
+            data = self.store.get(version.artifact_path, version.artifact_sha256)
+        except ArtifactIntegrityError as error:
+            raise UnavailableError(
+                f"model version {version.version} cannot be served: {error}"
+            ) from None
+        model = build_model(version.architecture)
+        model.load_state_dict(deserialize_state(data))
+        model = model.to(self.device).eval()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        with self._lock:
+            self._models[key] = model
+            while len(self._models) > self.capacity:
+                self._models.popitem(last=False)
+        return model
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class VersionLinks(BaseModel):
+    self: str
+    metrics: str
+    parent: str | None = None
+    forget_request: str | None = None
+
+
+class VersionRead(BaseModel):
+    model_name: str
+    version: int
+    parent_version: int | None
+    is_production: bool
+    kind: str
+    architecture: str
+    forget_request_id: str | None
+    method: str
+    params: dict[str, Any]
+    forgotten_classes: list[int]
+    forgotten_sample_count: int
+    forgotten_sample_ids: list[int] | None = None  # in the single-version view only
+    artifact_path: str
+    artifact_sha256: str
+    test_accuracy: float | None
+    created_by: str
+    created_at: dt.datetime
+    model_card: dict[str, Any] | None = None  # in the single-version view only
+    links: VersionLinks
+
+
+class VersionList(BaseModel):
+    items: list[VersionRead]
+    next_cursor: str | None
+
+
+class VersionMetrics(BaseModel):
+    model_name: str
+    version: int
+    parent_version: int | None
+    forgotten_classes: list[int]
+    forgotten_sample_count: int
+    test: dict[str, Any] | None
+    forget_request_id: str | None
+    forget_request_metrics: dict[str, Any] | None = None

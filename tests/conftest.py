@@ -1,0 +1,163 @@
+"""Shared fixtures: real MNIST subsets, a small trained CNN, a migrated database (SQLite,
+and PostgreSQL for the tests that ask for both), and an app served through httpx."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from app.core.config import load_settings
+from app.core.context import build_context
+from app.db.migrations import upgrade
+from app.main import create_app
+from app.ml.data import DataUnavailableError, load_mnist
+from app.ml.training import TrainingRecipe, train_model
+from app.registry.registration import register_model
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("UNLEARN_DATA_DIR", ROOT.parent / "shared" / "data"))
+POSTGRES_URL = os.environ.get(
+    "UNLEARN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+IN_CI = bool(os.environ.get("CI"))
+
+
+def _unavailable(reason: str):
+    # CI must exercise everything: there a missing dependency is a failure, not a skip.
+    if IN_CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    try:
+        return load_mnist(DATA_DIR, download=False)
+    except DataUnavailableError as error:
+        _unavailable(f"MNIST unavailable: {error}")
+
+
+@pytest.fixture(scope="session")
+def small_data(mnist):
+    """6,000 training and 2,000 test images of real MNIST, official IDs kept."""
+    return mnist.subset(6000, 2000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_state(small_data):
+    """A CNN trained one epoch on the small subset (about 97% test accuracy)."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model = train_model(small_data.train_images, small_data.train_labels,
+                        TrainingRecipe(seed=0, epochs=1, batch_size=64, learning_rate=2e-3))
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+@pytest.fixture(scope="session")
+def feature_cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("features-cache")
+
+
+def _postgres_database() -> str:
+    """Create a fresh, empty PostgreSQL database and return its URL."""
+    admin_url = make_url(POSTGRES_URL)
+    name = f"unlearn_test_{uuid.uuid4().hex[:12]}"
+    try:
+        engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        engine.dispose()
+    except Exception as error:
+        _unavailable(f"PostgreSQL unavailable at {admin_url}: {error}")
+    return admin_url.set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_postgres_database(url: str) -> None:
+    admin_url = make_url(POSTGRES_URL)
+    name = make_url(url).database
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture
+def database_url(tmp_path):
+    """SQLite by default; tests that take ``any_database_url`` run on both."""
+    return f"sqlite:///{tmp_path / 'unlearn.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'unlearn.db'}"
+        return
+    url = _postgres_database()
+    yield url
+    _drop_postgres_database(url)
+
+
+def make_settings(tmp_path: Path, database_url: str, feature_cache_dir: Path, **overrides):
+    return load_settings(
+        database_url=database_url,
+        artifact_dir=tmp_path / "models",
+        cache_dir=feature_cache_dir,  # shared by the session: features are keyed by backbone
+        data_dir=DATA_DIR,
+        base_model_path=tmp_path / "none.safetensors",
+        **overrides,
+    )
+
+
+def make_ctx(settings, small_data, trained_state):
+    upgrade(settings.database_url)
+    ctx = build_context(settings, data=small_data)
+    register_model(ctx, trained_state, model_card={"architecture": "mnist-cnn-v1",
+                                                   "note": "test model"}, actor="test")
+    return ctx
+
+
+@pytest.fixture
+def ctx(tmp_path, database_url, feature_cache_dir, small_data, trained_state):
+    context = make_ctx(make_settings(tmp_path, database_url, feature_cache_dir),
+                       small_data, trained_state)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def client(ctx):
+    with TestClient(create_app(ctx)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def any_ctx(tmp_path, any_database_url, feature_cache_dir, small_data, trained_state):
+    context = make_ctx(make_settings(tmp_path, any_database_url, feature_cache_dir),
+                       small_data, trained_state)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def any_client(any_ctx):
+    with TestClient(create_app(any_ctx)) as test_client:
+        yield test_client
+
+
+def forget_body(**overrides) -> dict:
+    body = {
+        "classes": [2],
+        "method": "output_dampening",
+        "params": {"alpha": 0.01},
+        "requested_by": "privacy.officer@example.com",
+        "subject_reference": "GDPR-2026-0042",
+        "reason": "erasure request",
+    }
+    body.update(overrides)
+    return body
