@@ -2,47 +2,88 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
 from app.evaluation.features import FeatureCache
-from app.evaluation.metrics import forgetting_efficiency, retention_score, set_metrics
+from app.evaluation.metrics import (
+    Outcomes,
+    forgetting_efficiency,
+    outcome_metrics,
+    retention_score,
+)
 from app.ml.data import MnistData
-from app.ml.network import OUTPUT_LAYER
+from app.ml.network import NUM_CLASSES, OUTPUT_LAYER
 from app.unlearning.base import ForgetTarget
 
 NAMED_SETS = ("forget", "retain", "test_forget", "test_retain")
 
 
+@dataclass(frozen=True)
+class ModelOutcomes:
+    train: Outcomes
+    test: Outcomes
+
+
 class Evaluator:
-    def __init__(self, feature_cache: FeatureCache, device: torch.device):
+    """Computes per-image outcomes of a model once (from cached features through the output
+    layer) and keeps the latest few, keyed by artifact sha256, so a source version's
+    'before' metrics cost nothing on the next request against it."""
+
+    def __init__(self, feature_cache: FeatureCache, device: torch.device, capacity: int = 8):
         self.feature_cache = feature_cache
         self.device = device
+        self.capacity = capacity
+        self._outcomes: OrderedDict[tuple[str, str], ModelOutcomes] = OrderedDict()
+        self._lock = threading.Lock()
 
     @torch.inference_mode()
-    def logits(self, model: nn.Module, backbone_sha256: str,
-               data: MnistData) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits of every training and test image: cached features through the output layer."""
+    def outcomes(self, model: nn.Module, backbone_sha256: str, data: MnistData,
+                 artifact_sha256: str | None = None) -> ModelOutcomes:
+        key = (artifact_sha256, data.checksum) if artifact_sha256 else None
+        if key is not None:
+            with self._lock:
+                if key in self._outcomes:
+                    self._outcomes.move_to_end(key)
+                    return self._outcomes[key]
         features = self.feature_cache.get(backbone_sha256, model, data, self.device)
-        output_layer = getattr(model, OUTPUT_LAYER).cpu()
-        return output_layer(features.train), output_layer(features.test)
+        output_layer = getattr(model, OUTPUT_LAYER)
+        weight = output_layer.weight.detach().cpu()
+        bias = output_layer.bias.detach().cpu()
+        result = ModelOutcomes(
+            train=Outcomes.from_logits(torch.addmm(bias, features.train, weight.T),
+                                       data.train_labels),
+            test=Outcomes.from_logits(torch.addmm(bias, features.test, weight.T),
+                                      data.test_labels),
+        )
+        if key is not None:
+            with self._lock:
+                self._outcomes[key] = result
+                while len(self._outcomes) > self.capacity:
+                    self._outcomes.popitem(last=False)
+        return result
 
-    def version_metrics(self, model: nn.Module, backbone_sha256: str, data: MnistData) -> dict:
-        _, test_logits = self.logits(model, backbone_sha256, data)
-        return {"test": set_metrics(test_logits, data.test_labels)}
+    def version_metrics(self, model: nn.Module, backbone_sha256: str, data: MnistData,
+                        artifact_sha256: str | None = None) -> dict:
+        outcomes = self.outcomes(model, backbone_sha256, data, artifact_sha256)
+        return {"test": outcome_metrics(outcomes.test)}
 
     def request_metrics(self, model: nn.Module, backbone_sha256: str, data: MnistData,
-                        target: ForgetTarget) -> dict:
+                        target: ForgetTarget, artifact_sha256: str | None = None) -> dict:
         """Accuracy/loss/per-class/confusion on the four named sets, plus the paper's scores."""
-        train_logits, test_logits = self.logits(model, backbone_sha256, data)
+        outcomes = self.outcomes(model, backbone_sha256, data, artifact_sha256)
         masks = named_set_masks(data, target)
-        result: dict = {}
-        for name in NAMED_SETS:
-            mask = masks[name]
-            logits, labels = (train_logits, data.train_labels) if not name.startswith("test") \
-                else (test_logits, data.test_labels)
-            result[name] = set_metrics(logits[mask], labels[mask])
+        result: dict = {
+            name: outcome_metrics(
+                outcomes.test if name.startswith("test") else outcomes.train, masks[name]
+            )
+            for name in NAMED_SETS
+        }
         forget, retain = result["forget"], result["retain"]
         result["forgetting_efficiency"] = (
             forgetting_efficiency(forget["accuracy"], forget["loss"]) if forget else None
@@ -53,17 +94,16 @@ class Evaluator:
         return result
 
 
-def named_set_masks(data: MnistData, target: ForgetTarget) -> dict[str, torch.Tensor]:
+def named_set_masks(data: MnistData, target: ForgetTarget) -> dict[str, np.ndarray]:
     """forget: targeted training images (all images of a forgotten class, plus listed IDs);
     retain: every other training image; test_forget/test_retain: test images of the
     forgotten classes / of the other classes."""
-    classes = torch.tensor(sorted(target.classes), dtype=torch.int64)
-    forget = torch.isin(data.train_labels, classes)
+    is_forgotten_class = np.zeros(NUM_CLASSES, dtype=bool)
+    is_forgotten_class[list(target.classes)] = True
+    forget = is_forgotten_class[data.train_labels.numpy()]
     if target.sample_ids:
-        forget |= torch.from_numpy(
-            np.isin(data.train_ids.numpy(), np.asarray(target.sample_ids, dtype=np.int64))
-        )
-    test_forget = torch.isin(data.test_labels, classes)
+        forget |= np.isin(data.train_ids.numpy(), np.asarray(target.sample_ids, dtype=np.int64))
+    test_forget = is_forgotten_class[data.test_labels.numpy()]
     return {
         "forget": forget,
         "retain": ~forget,

@@ -19,7 +19,7 @@ from app.audit.service import AuditAction, record
 from app.core.context import ServiceContext
 from app.db.base import utcnow
 from app.forgetting.models import ForgetRequest, RequestStatus
-from app.registry.artifacts import backbone_sha256, serialize_state
+from app.registry.artifacts import backbone_sha256, serialize_state, sha256_bytes
 from app.registry.service import artifact_key, get_version, insert_version
 from app.unlearning.base import ForgetTarget
 from app.unlearning.catalog import get_method
@@ -92,11 +92,12 @@ class _ProgressReporter:
     def __init__(self, ctx: ServiceContext, request_id: str):
         self.ctx = ctx
         self.request_id = request_id
-        self.last = 0.0
+        self.last = time.monotonic()
 
     def __call__(self, fraction: float) -> None:
         now = time.monotonic()
-        if now - self.last < 1.0 and fraction < 1.0:
+        # Completion is written by the publishing transaction itself.
+        if now - self.last < 1.0 or fraction >= 1.0:
             return
         self.last = now
         with self.ctx.db.session() as session:
@@ -119,7 +120,8 @@ def execute_request(ctx: ServiceContext, request_id: str, worker_id: str) -> Non
         data = ctx.data.get()
 
         source_model = ctx.models.get(source)
-        before = ctx.evaluator.request_metrics(source_model, source.backbone_sha256, data, target)
+        before = ctx.evaluator.request_metrics(source_model, source.backbone_sha256, data,
+                                               target, source.artifact_sha256)
 
         working = copy.deepcopy(source_model)
         for parameter in working.parameters():
@@ -128,13 +130,15 @@ def execute_request(ctx: ServiceContext, request_id: str, worker_id: str) -> Non
         forgotten.eval()
 
         state = {name: tensor.detach().cpu() for name, tensor in forgotten.state_dict().items()}
+        payload = serialize_state(state, {"architecture": source.architecture,
+                                          "kind": source.kind})
+        sha = sha256_bytes(payload)
         backbone = backbone_sha256(state)
-        after = ctx.evaluator.request_metrics(forgotten, backbone, data, target)
-        version_metrics = ctx.evaluator.version_metrics(forgotten, backbone, data)
+        after = ctx.evaluator.request_metrics(forgotten, backbone, data, target, sha)
+        version_metrics = ctx.evaluator.version_metrics(forgotten, backbone, data, sha)
 
         key = artifact_key(request.model_name)
-        sha = ctx.store.put(key, serialize_state(state, {"architecture": source.architecture,
-                                                         "kind": source.kind}))
+        ctx.store.put(key, payload)
         stored_key = key
         _publish(ctx, request_id, worker_id, source, key, sha, backbone, before, after,
                  version_metrics)

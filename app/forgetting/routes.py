@@ -95,12 +95,13 @@ def _wait_until_finished(ctx: ServiceContext, request: Request, request_id: str,
     deadline = time.monotonic() + timeout_s
     done = request.app.state.worker_done
     while True:
+        since = done.generation
         with ctx.db.session() as session:
             current = service.get_request(session, request_id)
         if current.status in FINISHED or time.monotonic() >= deadline:
             return current
         # Woken by the embedded worker at once; a worker in another process is polled.
-        done.wait(min(0.25, max(0.0, deadline - time.monotonic())))
+        done.wait(since, min(0.25, max(0.0, deadline - time.monotonic())))
 
 
 @router.get("/forget-requests/{request_id}", response_model=ForgetRequestRead)

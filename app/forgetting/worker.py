@@ -20,19 +20,26 @@ logger = logging.getLogger("unlearn.worker")
 
 
 class Notifier:
+    """An event counter. Read ``generation`` *before* checking for work, then
+    ``wait(generation, timeout)``: a notification that lands in between is not lost."""
+
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._generation = 0
+
+    @property
+    def generation(self) -> int:
+        with self._condition:
+            return self._generation
 
     def notify(self) -> None:
         with self._condition:
             self._generation += 1
             self._condition.notify_all()
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, since: int, timeout: float) -> None:
         with self._condition:
-            generation = self._generation
-            self._condition.wait_for(lambda: self._generation != generation, timeout)
+            self._condition.wait_for(lambda: self._generation != since, timeout)
 
 
 def make_worker_id() -> str:
@@ -63,12 +70,13 @@ class Worker:
     def run_forever(self) -> None:
         logger.info("worker %s started", self.worker_id)
         while not self._stop.is_set():
+            since = self.notifier.generation
             try:
                 if self.run_once():
                     continue
             except Exception:  # database briefly unreachable: log, back off, go on
                 logger.exception("worker loop error")
-            self.notifier.wait(self.poll_interval)
+            self.notifier.wait(since, self.poll_interval)
         logger.info("worker %s stopped", self.worker_id)
 
     def start(self) -> None:

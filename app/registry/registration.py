@@ -36,7 +36,8 @@ def register_model(ctx: ServiceContext, state: dict[str, torch.Tensor], *,
     payload = serialize_state(state, {"architecture": ARCHITECTURE, "kind": "cnn"})
     key = artifact_key(ctx.model_name)
     backbone = backbone_sha256(state)
-    metrics = ctx.evaluator.version_metrics(model, backbone, ctx.data.get())
+    metrics = ctx.evaluator.version_metrics(model, backbone, ctx.data.get(),
+                                            sha256_bytes(payload))
     sha = ctx.store.put(key, payload)
     try:
         with ctx.db.session() as session:
