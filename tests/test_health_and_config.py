@@ -1,0 +1,79 @@
+"""Probes, configuration errors, and the migration chain on SQLite and PostgreSQL."""
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine
+
+from app.core.config import ConfigError, load_settings
+from app.db.all_models import metadata
+from app.db.migrations import migration_status, upgrade
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["migrations"] == "at head"
+
+
+def test_readiness_fails_when_migrations_are_behind(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.core.context import build_context
+    from app.main import create_app
+
+    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}",
+                             artifact_dir=tmp_path / "m", cache_dir=tmp_path / "c")
+    ctx = build_context(settings)
+    with TestClient(create_app(ctx, start_worker=False)) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["migrations"] == "behind"
+
+
+def test_migrations_build_the_schema_the_models_describe(any_database_url):
+    upgrade(any_database_url)
+    engine = create_engine(any_database_url)
+    current, head = migration_status(engine)
+    assert current == head is not None
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    engine.dispose()
+    assert differences == []
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("UNLEARN_DEVICE", "tpu"),
+    ("UNLEARN_LOG_LEVEL", "loud"),
+    ("UNLEARN_MAX_PREDICT_BATCH", "many"),
+    ("UNLEARN_EMBEDDED_WORKER", "perhaps"),
+])
+def test_config_errors_name_the_variable_and_value(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert variable in str(error.value)
+    assert repr(value) in str(error.value)
+
+
+def test_unavailable_cuda_device_is_a_clear_error():
+    import torch
+
+    from app.ml.device import DeviceUnavailableError, resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceUnavailableError, match="UNLEARN_DEVICE"):
+            resolve_device("cuda")
+    else:
+        assert resolve_device("cuda").type == "cuda"
+
+
+def test_missing_dataset_names_the_directory_and_files(tmp_path):
+    from app.ml.data import DataUnavailableError, load_mnist
+
+    with pytest.raises(DataUnavailableError) as error:
+        load_mnist(tmp_path, download=False)
+    assert str(tmp_path) in str(error.value)
+    assert "train-images-idx3-ubyte" in str(error.value)
