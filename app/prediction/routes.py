@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import get_ctx
 from app.core.context import ServiceContext
@@ -14,9 +17,29 @@ from app.registry.service import resolve_version
 router = APIRouter(tags=["predictions"])
 
 
-@router.post("/predict", response_model=PredictResponse)
-def predict(body: PredictRequest,
-            ctx: Annotated[ServiceContext, Depends(get_ctx)]) -> PredictResponse:
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    openapi_extra={"requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+    }},
+)
+async def predict(request: Request,
+                  ctx: Annotated[ServiceContext, Depends(get_ctx)]) -> PredictResponse:
+    # The body is validated straight from bytes by pydantic-core's JSON parser: for a
+    # 256-image batch (~1.4 MB of numbers) that is ~5x faster than FastAPI's default of
+    # json.loads followed by validation, and /predict throughput is bound by it.
+    try:
+        body = PredictRequest.model_validate_json(await request.body())
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in error.errors()]
+        ) from None
+    return await run_in_threadpool(_predict, ctx, body)
+
+
+def _predict(ctx: ServiceContext, body: PredictRequest) -> PredictResponse:
     if (body.instances is None) == (body.images is None):
         raise InvalidInputError("give exactly one of 'instances' or 'images'", "instances")
     limit = ctx.settings.max_predict_batch

@@ -1,0 +1,78 @@
+"""/predict throughput against the raw model's forward pass, measured in the same process.
+
+Serves the shipped base model under uvicorn on 127.0.0.1 (in a thread of this process),
+posts 256-image batches of real test images as JSON, and compares images/second with
+the bare ``model(x)`` forward on the same batch. Also reports single-image latency.
+
+    UNLEARN_DATA_DIR=../shared/data .venv/bin/python benchmarks/predict_throughput.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import httpx
+import orjson
+import torch
+from _common import RESULTS, fresh_context, percentile, serve
+
+from app.registry.service import get_version
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+
+    ctx = fresh_context()
+    data = ctx.data.get()
+    with ctx.db.session() as session:
+        model = ctx.models.get(get_version(session, ctx.model_name, 1))
+    images = data.test_images[: args.batch]
+    # Pixel values as a client would send them: 8-bit grey levels scaled to [0, 1].
+    payload = orjson.dumps({"instances": [[[round(v, 4) for v in row] for row in image[0].tolist()]
+                                          for image in images]})
+
+    single = orjson.dumps({"instances": [images[0, 0].tolist()]})
+    headers = {"content-type": "application/json"}
+    raw_times, served_times, latencies = [], [], []
+    with serve(ctx) as url, httpx.Client(base_url=url, timeout=60) as client:
+        for _ in range(3):  # warm-up
+            assert client.post("/predict", content=payload, headers=headers).status_code == 200
+        # Alternate the two measurements so that load from elsewhere on a shared machine
+        # hits both alike; compare medians.
+        for _ in range(args.rounds):
+            started = time.perf_counter()
+            with torch.inference_mode():
+                model(images)
+            raw_times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            response = client.post("/predict", content=payload, headers=headers)
+            served_times.append(time.perf_counter() - started)
+            assert len(response.json()["predictions"]) == args.batch
+        for _ in range(200):
+            started = time.perf_counter()
+            client.post("/predict", content=single, headers=headers)
+            latencies.append(time.perf_counter() - started)
+    raw = args.batch / statistics.median(raw_times)
+    served = args.batch / statistics.median(served_times)
+
+    report = "\n".join([
+        f"/predict with {args.batch}-image JSON batches vs the raw forward pass (same process):",
+        f"- raw model forward: {raw:,.0f} images/s",
+        f"- /predict through uvicorn on loopback: {served:,.0f} images/s "
+        f"({served / raw:.0%} of raw)",
+        f"- single-image /predict latency: p50 {statistics.median(latencies) * 1000:.1f} ms, "
+        f"p90 {percentile(latencies, 90) * 1000:.1f} ms",
+    ])
+    print(report)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "predict_throughput.md").write_text(report + "\n")
+    ctx.close()
+
+
+if __name__ == "__main__":
+    main()
