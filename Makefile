@@ -5,6 +5,9 @@ PYTHON ?= python3
 HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN := $(VENV)/bin
+# MNIST: an explicit UNLEARN_DATA_DIR wins; else a shared copy beside the checkout (our
+# machines have no internet); else ./data, where torchvision downloads it.
+export UNLEARN_DATA_DIR ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../shared/data),./data)
 
 .PHONY: run test install install-dev migrate bootstrap serve worker bench clean
 

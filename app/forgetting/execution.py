@@ -75,6 +75,21 @@ def requeue_running(ctx: ServiceContext) -> int:
         ).rowcount
 
 
+def warm_up(ctx: ServiceContext) -> None:
+    """Load the dataset and the production version's outcomes before the first request,
+    so that it does not pay for reading 70,000 images and their cached features."""
+    from app.registry.service import resolve_version
+
+    try:
+        with ctx.db.session() as session:
+            version = resolve_version(session, ctx.model_name, None)
+        model = ctx.models.get(version)
+        ctx.evaluator.outcomes(model, version.backbone_sha256, ctx.data.get(),
+                               version.artifact_sha256)
+    except Exception:  # nothing registered yet, or data missing: requests will say why
+        logger.warning("warm-up skipped", exc_info=True)
+
+
 def _metrics_summary(metrics: dict) -> dict:
     """Metrics without confusion matrices, small enough for an audit entry."""
     summary = {}

@@ -14,7 +14,7 @@ import threading
 import uuid
 
 from app.core.context import ServiceContext
-from app.forgetting.execution import claim_next, execute_request
+from app.forgetting.execution import claim_next, execute_request, warm_up
 
 logger = logging.getLogger("unlearn.worker")
 
@@ -69,6 +69,7 @@ class Worker:
 
     def run_forever(self) -> None:
         logger.info("worker %s started", self.worker_id)
+        warm_up(self.ctx)
         while not self._stop.is_set():
             since = self.notifier.generation
             try:
