@@ -67,6 +67,9 @@ def test_store_rejects_keys_outside_its_root(tmp_path):
 
 
 def test_tampered_artifact_is_never_served(client, ctx):
+    # The worker's warm-up loads (and verifies) version 1 at start: let it finish first,
+    # so that the only copy in memory afterwards is one this test loads.
+    assert client.app.state.worker.warmed_up.wait(60)
     with ctx.db.session() as session:
         version = get_version(session, ctx.model_name, 1)
     path = ctx.store.path(version.artifact_path)

@@ -55,6 +55,7 @@ class Worker:
         self.poll_interval = poll_interval
         self.worker_id = worker_id or make_worker_id()
         self._stop = threading.Event()
+        self.warmed_up = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> bool:
@@ -70,6 +71,7 @@ class Worker:
     def run_forever(self) -> None:
         logger.info("worker %s started", self.worker_id)
         warm_up(self.ctx)
+        self.warmed_up.set()
         while not self._stop.is_set():
             since = self.notifier.generation
             try:
