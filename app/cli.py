@@ -120,21 +120,36 @@ def train(
 def worker(
     poll_interval: Annotated[float, typer.Option(min=0.05)] = 1.0,
 ) -> None:
-    """Run a worker that executes queued forget requests until interrupted."""
+    """Run a worker that executes queued forget requests until interrupted.
+
+    SIGTERM or Ctrl-C: stop claiming, let the request in hand finish for up to
+    UNLEARN_SHUTDOWN_GRACE_S, then release it to the queue; a second signal releases it at
+    once. Any number of workers may run against one database."""
     import signal
 
     from app.core.context import build_context
-    from app.forgetting.worker import Notifier, Worker
+    from app.forgetting.worker import Notifier, Worker, warm_up
 
     settings = _settings()
     _configure_logging(settings.log_level)
     ctx = build_context(settings)
     loop = Worker(ctx, Notifier(), poll_interval=poll_interval)
-    signal.signal(signal.SIGTERM, lambda *_: loop.stop(timeout=0))
+    signals = {"count": 0}
+
+    def on_signal(signum, _frame) -> None:
+        signals["count"] += 1
+        logging.getLogger("unlearn.worker").info(
+            "signal %s: %s", signum,
+            "stopping after the current request" if signals["count"] == 1
+            else "releasing the current request")
+        loop.request_stop(grace_s=None if signals["count"] == 1 else 0)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
+        warm_up(ctx)
+        logging.getLogger("unlearn.worker").info("worker %s ready", loop.worker_id)
         loop.run_forever()
-    except KeyboardInterrupt:
-        pass
     finally:
         ctx.close()
 

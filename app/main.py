@@ -13,7 +13,6 @@ from app.api.errors import install_error_handlers
 from app.audit.routes import router as audit_router
 from app.core.config import get_settings
 from app.core.context import ServiceContext, build_context
-from app.forgetting.execution import requeue_running
 from app.forgetting.routes import router as forgetting_router
 from app.forgetting.worker import Notifier, Worker
 from app.health.routes import router as health_router
@@ -38,12 +37,8 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         run_worker = context.settings.embedded_worker if start_worker is None else start_worker
         worker = None
         if run_worker:
-            # The embedded worker is this deployment's only worker, so whatever was left
-            # 'running' belonged to a process that died: put it back in the queue.
-            requeued = requeue_running(context)
-            if requeued:
-                logger.warning("requeued %d request(s) left running by a previous process",
-                               requeued)
+            # Requests left 'running' by a process that died are requeued by the worker
+            # once their lease expires (UNLEARN_LEASE_S), as with any vanished worker.
             worker = Worker(context, app.state.notifier, poll_interval=1.0)
             app.state.worker_done = worker.done
             worker.start()

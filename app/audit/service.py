@@ -21,6 +21,10 @@ class AuditAction(str, enum.Enum):
     forget_request_started = "forget_request.started"
     forget_request_completed = "forget_request.completed"
     forget_request_failed = "forget_request.failed"
+    # Durable execution: a vanished worker's request back in the queue (lease expired),
+    # and a request handed back by a worker shutting down.
+    forget_request_requeued = "forget_request.requeued"
+    forget_request_released = "forget_request.released"
 
 
 def record(

@@ -46,6 +46,42 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(default=8, ge=1, le=1024)
     wait_timeout_s: float = Field(default=120.0, gt=0)
 
+    # Durable execution (several API and worker processes on one database).
+    artifact_url: str | None = Field(
+        default=None,
+        description="Object-store location of artifacts, e.g. 's3://bucket/prefix'; when "
+        "unset, artifacts live in UNLEARN_ARTIFACT_DIR.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MinIO, Ceph...); default AWS."
+    )
+    lease_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="How long a worker's claim on a request lasts without a heartbeat.",
+    )
+    heartbeat_s: float | None = Field(
+        default=None, gt=0, description="Lease renewal interval; default lease_s / 3."
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, le=100,
+        description="Attempts (claims) before a request whose worker keeps vanishing fails.",
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0, ge=0,
+        description="On SIGTERM, how long a worker may finish its request before releasing it.",
+    )
+    data_subset: str | None = Field(
+        default=None, pattern=r"^\d+,\d+(,\d+)?$",
+        description="'TRAIN,TEST[,SEED]': serve a seeded MNIST subset (quick runs and tests).",
+    )
+    # Test-only: makes every execution take this long (in steps that heartbeat and report
+    # progress), so fault tests can kill a process mid-request. Never set in production.
+    test_execution_delay_s: float = Field(default=0.0, ge=0, le=3600)
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return self.heartbeat_s if self.heartbeat_s is not None else self.lease_s / 3
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:

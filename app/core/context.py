@@ -14,7 +14,7 @@ from app.evaluation.features import FeatureCache
 from app.evaluation.service import Evaluator
 from app.ml.data import DataProvider, MnistData
 from app.ml.device import resolve_device
-from app.registry.artifacts import LocalArtifactStore
+from app.registry.artifacts import ArtifactStore, make_artifact_store
 from app.registry.model_cache import ModelCache
 
 logger = logging.getLogger("unlearn")
@@ -25,7 +25,7 @@ class ServiceContext:
     settings: Settings
     db: Database
     device: torch.device
-    store: LocalArtifactStore
+    store: ArtifactStore
     models: ModelCache
     data: DataProvider
     evaluator: Evaluator
@@ -42,13 +42,22 @@ class ServiceContext:
 def build_context(settings: Settings, data: MnistData | None = None) -> ServiceContext:
     """Wire the parts. ``data`` preloads a dataset (tests pass a small real-MNIST subset)."""
     device = resolve_device(settings.device)
-    store = LocalArtifactStore(settings.artifact_dir)
+    store = make_artifact_store(settings)
     return ServiceContext(
         settings=settings,
         db=Database(settings.database_url),
         device=device,
         store=store,
         models=ModelCache(store, device, settings.model_cache_size),
-        data=DataProvider(settings.data_dir, download=True, preloaded=data),
+        data=DataProvider(settings.data_dir, download=True, preloaded=data,
+                          subset=_parse_subset(settings.data_subset)),
         evaluator=Evaluator(FeatureCache(settings.cache_dir / "features"), device),
     )
+
+
+def _parse_subset(value: str | None) -> tuple[int, int, int] | None:
+    """UNLEARN_DATA_SUBSET='TRAIN,TEST[,SEED]' (validated by Settings)."""
+    if not value:
+        return None
+    numbers = [int(part) for part in value.split(",")]
+    return (numbers[0], numbers[1], numbers[2] if len(numbers) > 2 else 0)

@@ -40,3 +40,11 @@ class ForgetRequest(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Durable execution: the holder's lease, renewed by heartbeats; an expired lease means
+    # the worker vanished and the request goes back to the queue.
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(
+        UtcDateTime, nullable=True, index=True)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Idempotency-Key header of the POST that filed it, and the hash of that POST's body.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
+    body_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)

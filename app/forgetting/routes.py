@@ -6,7 +6,7 @@ import datetime as dt
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from app.api.deps import get_actor, get_ctx, get_session
@@ -53,6 +53,9 @@ def to_read(request: ForgetRequest) -> ForgetRequestRead:
         metrics=ForgetRequestMetrics(before=metrics.get("before"), after=metrics.get("after")),
         progress=request.progress,
         attempts=request.attempts,
+        worker_id=request.worker_id,
+        heartbeat_at=request.heartbeat_at,
+        lease_expires_at=request.lease_expires_at,
         created_at=request.created_at,
         started_at=request.started_at,
         finished_at=request.finished_at,
@@ -76,11 +79,17 @@ def create_forget_request(
     ctx: Annotated[ServiceContext, Depends(get_ctx)],
     actor: Annotated[str, Depends(get_actor)],
     wait: Annotated[bool, Query(description="Return once the request has finished.")] = False,
+    idempotency_key: Annotated[str | None, Header(
+        alias="Idempotency-Key", min_length=1, max_length=200,
+        description="Retry-safe filing: the same key with the same body returns the "
+                    "original request; with a different body, 409.")] = None,
 ) -> ForgetRequestRead:
-    with ctx.db.session() as session:
-        created = service.file_request(session, ctx.model_name, body, actor,
-                                       ctx.settings.max_sample_ids)
-    request.app.state.notifier.notify()  # wake the embedded worker now
+    created, replayed = service.submit_request(ctx.db, ctx.model_name, body, actor,
+                                               ctx.settings.max_sample_ids, idempotency_key)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        request.app.state.notifier.notify()  # wake the embedded worker now
     response.headers["Location"] = f"/forget-requests/{created.id}"
     if not wait:
         return to_read(created)

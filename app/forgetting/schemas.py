@@ -75,7 +75,10 @@ class ForgetRequestRead(BaseModel):
     error: str | None
     metrics: ForgetRequestMetrics
     progress: float
-    attempts: int
+    attempts: int = Field(description="Claims so far (a vanished worker's claim counts).")
+    worker_id: str | None = Field(default=None, description="The worker holding it now.")
+    heartbeat_at: dt.datetime | None = None
+    lease_expires_at: dt.datetime | None = None
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None

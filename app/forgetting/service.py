@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.audit.service import AuditAction, record
-from app.core.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
+from app.core.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
 from app.forgetting.models import ForgetRequest, RequestStatus
 from app.forgetting.schemas import ForgetRequestCreate
 from app.ml.data import TRAIN_SIZE
+from app.db.session import Database
 from app.registry.service import resolve_version
 from app.unlearning.base import MethodParams, UnlearningMethod
 from app.unlearning.catalog import METHODS, get_method
@@ -64,7 +73,8 @@ def validate_target(method: UnlearningMethod, classes: list[int], sample_ids: li
 
 
 def file_request(session: Session, model_name: str, body: ForgetRequestCreate, actor: str,
-                 max_sample_ids: int) -> ForgetRequest:
+                 max_sample_ids: int, idempotency_key: str | None = None,
+                 body_sha256: str | None = None) -> ForgetRequest:
     """Validate a request completely, then queue it with its audit entry (one transaction)."""
     method, params = validate_method_params(body.method, body.params)
     classes, sample_ids = validate_target(method, body.classes, body.sample_ids, max_sample_ids)
@@ -81,6 +91,8 @@ def file_request(session: Session, model_name: str, body: ForgetRequestCreate, a
         requested_by=body.requested_by,
         subject_reference=body.subject_reference,
         reason=body.reason,
+        idempotency_key=idempotency_key,
+        body_sha256=body_sha256,
     )
     session.add(request)
     session.flush()
@@ -95,6 +107,48 @@ def file_request(session: Session, model_name: str, body: ForgetRequestCreate, a
         },
     )
     return request
+
+
+def request_body_sha256(model_name: str, body: ForgetRequestCreate) -> str:
+    """Hash of the request as filed (defaults filled in), to compare idempotent retries."""
+    canonical = json.dumps({"model_name": model_name, **body.model_dump(mode="json")},
+                           sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def submit_request(db: Database, model_name: str, body: ForgetRequestCreate, actor: str,
+                   max_sample_ids: int,
+                   idempotency_key: str | None = None) -> tuple[ForgetRequest, bool]:
+    """File a request in its own transaction; returns (request, replayed).
+
+    With an idempotency key, a retry with the same body returns the request first filed
+    under that key (replayed=True); a different body under the same key is a 409. Two
+    concurrent first POSTs race on the key's unique constraint: the loser reads the
+    winner's row."""
+    if idempotency_key is None:
+        with db.session() as session:
+            return file_request(session, model_name, body, actor, max_sample_ids), False
+    digest = request_body_sha256(model_name, body)
+    for _ in range(3):
+        try:
+            with db.write_session() as session:
+                existing = session.scalar(
+                    select(ForgetRequest).where(ForgetRequest.idempotency_key == idempotency_key)
+                )
+                if existing is not None:
+                    if existing.body_sha256 != digest:
+                        raise ConflictError(
+                            f"Idempotency-Key {idempotency_key!r} was already used for forget "
+                            f"request {existing.id} with a different body",
+                            "Idempotency-Key",
+                        )
+                    return existing, True
+                return file_request(session, model_name, body, actor, max_sample_ids,
+                                    idempotency_key, digest), False
+        except IntegrityError:
+            continue  # a concurrent POST with this key committed first: read it
+    raise ConflictError(f"Idempotency-Key {idempotency_key!r} is contended; retry",
+                        "Idempotency-Key")
 
 
 def get_request(session: Session, request_id: str) -> ForgetRequest:

@@ -104,15 +104,20 @@ def load_mnist(data_dir: Path, download: bool = True) -> MnistData:
 class DataProvider:
     """Loads MNIST once, lazily, and shares it between the API, the worker and the CLI."""
 
-    def __init__(self, data_dir: Path, download: bool = True, preloaded: MnistData | None = None):
+    def __init__(self, data_dir: Path, download: bool = True, preloaded: MnistData | None = None,
+                 subset: tuple[int, int, int] | None = None):
         self._data_dir = Path(data_dir)
         self._download = download
         self._data = preloaded
+        self._subset = subset  # (train, test, seed): serve MnistData.subset(...) instead
         self._lock = threading.Lock()
 
     def get(self) -> MnistData:
         if self._data is None:
             with self._lock:
                 if self._data is None:
-                    self._data = load_mnist(self._data_dir, self._download)
+                    data = load_mnist(self._data_dir, self._download)
+                    if self._subset is not None:
+                        data = data.subset(*self._subset)
+                    self._data = data
         return self._data

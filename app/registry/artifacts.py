@@ -12,6 +12,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from safetensors.torch import load as load_safetensors
@@ -53,6 +54,50 @@ def backbone_sha256(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+class ArtifactStore(Protocol):
+    """Where version files live. Keys are relative names such as 'mnist-cnn/<uuid>.safetensors'.
+
+    ``put`` makes an object visible only once it is complete and durable (a local rename,
+    an S3 PUT), refuses to overwrite, and returns the sha256; ``get`` verifies it.
+    """
+
+    def put(self, key: str, data: bytes) -> str: ...
+
+    def get(self, key: str, expected_sha256: str) -> bytes: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def keys(self) -> list[str]: ...
+
+
+def make_artifact_store(settings) -> ArtifactStore:
+    """The local directory by default; an object store when UNLEARN_ARTIFACT_URL is set."""
+    url = settings.artifact_url
+    if not url:
+        return LocalArtifactStore(settings.artifact_dir)
+    if url.startswith("s3://"):
+        from app.registry.s3_store import S3ArtifactStore
+
+        return S3ArtifactStore(url, endpoint_url=settings.s3_endpoint_url)
+    if url.startswith("file://"):
+        return LocalArtifactStore(Path(url[len("file://"):]))
+    from app.core.config import ConfigError
+
+    raise ConfigError(f"UNLEARN_ARTIFACT_URL={url!r}: use s3://bucket/prefix or file:///path")
+
+
+def verify(key: str, data: bytes, expected_sha256: str) -> bytes:
+    actual = sha256_bytes(data)
+    if actual != expected_sha256:
+        raise ArtifactIntegrityError(
+            f"artifact {key!r} has sha256 {actual}, but the registry recorded "
+            f"{expected_sha256}: refusing to load a modified model"
+        )
+    return data
+
+
 class LocalArtifactStore:
     """Artifacts under a local directory (a shared volume when several machines use it)."""
 
@@ -90,13 +135,7 @@ class LocalArtifactStore:
             data = path.read_bytes()
         except FileNotFoundError:
             raise ArtifactIntegrityError(f"artifact {key!r} is missing from {self.root}") from None
-        actual = sha256_bytes(data)
-        if actual != expected_sha256:
-            raise ArtifactIntegrityError(
-                f"artifact {key!r} has sha256 {actual}, but the registry recorded "
-                f"{expected_sha256}: refusing to load a modified model"
-            )
-        return data
+        return verify(key, data, expected_sha256)
 
     def delete(self, key: str) -> None:
         try:
@@ -106,6 +145,13 @@ class LocalArtifactStore:
 
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
+
+    def keys(self) -> list[str]:
+        """Every complete artifact (temporary files of unfinished writes are hidden)."""
+        if not self.root.exists():
+            return []
+        return sorted(str(path.relative_to(self.root)) for path in self.root.rglob("*")
+                      if path.is_file() and not path.name.startswith(".tmp-"))
 
 
 def _fsync_directory(directory: Path) -> None:

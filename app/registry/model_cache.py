@@ -14,12 +14,12 @@ from torch import nn
 
 from app.core.errors import UnavailableError
 from app.ml.network import build_model
-from app.registry.artifacts import ArtifactIntegrityError, LocalArtifactStore, deserialize_state
+from app.registry.artifacts import ArtifactIntegrityError, ArtifactStore, deserialize_state
 from app.registry.models import ModelVersion
 
 
 class ModelCache:
-    def __init__(self, store: LocalArtifactStore, device: torch.device, capacity: int = 8):
+    def __init__(self, store: ArtifactStore, device: torch.device, capacity: int = 8):
         self.store = store
         self.device = device
         self.capacity = capacity

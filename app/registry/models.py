@@ -31,7 +31,9 @@ class ModelVersion(Base):
     kind: Mapped[str] = mapped_column(String(32), default="cnn")
     architecture: Mapped[str] = mapped_column(String(64))
     # The forget request that produced this version (None for trained/registered versions).
-    forget_request_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    # Unique: a request never yields two versions, whatever the workers do.
+    forget_request_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True,
+                                                          unique=True)
     method: Mapped[str] = mapped_column(String(64))
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Cumulative: a child carries everything its ancestors forgot plus its own request.
