@@ -87,10 +87,16 @@ def _drop_postgres_database(url: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture
-def database_url(tmp_path):
-    """SQLite by default; tests that take ``any_database_url`` run on both."""
-    return f"sqlite:///{tmp_path / 'unlearn.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """Every test that uses a database runs twice: on SQLite (a file) and on a fresh
+    PostgreSQL database. ``-k sqlite`` / ``-k postgresql`` select one backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'unlearn.db'}"
+        return
+    url = _postgres_database()
+    yield url
+    _drop_postgres_database(url)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
