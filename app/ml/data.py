@@ -75,11 +75,43 @@ def dataset_checksum(train_images: torch.Tensor, train_labels: torch.Tensor,
     return "sha256:" + digest.hexdigest()
 
 
+def _read_idx(path: Path) -> torch.Tensor:
+    """An IDX file (MNIST's raw format: big-endian dims, then uint8 values) as a tensor."""
+    raw = path.read_bytes()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    values = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    return torch.from_numpy(values.reshape(shape).copy())
+
+
+def _load_raw(raw_dir: Path) -> MnistData | None:
+    """Read the four raw files directly when present: the same tensors as torchvision's
+    MNIST, without importing torchvision (seconds per process start for workers)."""
+    if not all((raw_dir / name).is_file() for name in RAW_FILES):
+        return None
+    train_data, train_targets, test_data, test_targets = (
+        _read_idx(raw_dir / name) for name in RAW_FILES
+    )
+    train_targets, test_targets = train_targets.long(), test_targets.long()
+    return MnistData(
+        train_images=_to_float(train_data),
+        train_labels=train_targets,
+        train_ids=torch.arange(len(train_targets)),
+        test_images=_to_float(test_data),
+        test_labels=test_targets,
+        checksum=dataset_checksum(train_data, train_targets, test_data, test_targets),
+    )
+
+
 def load_mnist(data_dir: Path, download: bool = True) -> MnistData:
     """Load MNIST from ``data_dir`` (torchvision layout ``MNIST/raw``), downloading if allowed."""
+    data_dir = Path(data_dir)
+    direct = _load_raw(data_dir / "MNIST" / "raw")
+    if direct is not None:
+        return direct
+
     from torchvision.datasets import MNIST
 
-    data_dir = Path(data_dir)
     try:
         train = MNIST(root=str(data_dir), train=True, download=download)
         test = MNIST(root=str(data_dir), train=False, download=download)
