@@ -128,7 +128,7 @@ def worker(
     import signal
 
     from app.core.context import build_context
-    from app.forgetting.worker import Notifier, Worker, warm_up
+    from app.forgetting.worker import Notifier, Worker
 
     settings = _settings()
     _configure_logging(settings.log_level)
@@ -147,9 +147,7 @@ def worker(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        warm_up(ctx)
-        logging.getLogger("unlearn.worker").info("worker %s ready", loop.worker_id)
-        loop.run_forever()
+        loop.run_forever()  # warms up (data, model, features), logs 'ready', polls
     finally:
         ctx.close()
 

@@ -18,20 +18,10 @@ def make_engine(database_url: str, poolclass: type[Pool] | None = None) -> Engin
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None hands transaction control to SQLAlchemy (the pysqlite
-        # recipe), so that the "begin" hook below can start write transactions with
-        # BEGIN IMMEDIATE: they take the write lock up front (waiting busy_timeout) instead
-        # of failing with SQLITE_BUSY when a read-then-write races another writer.
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30,
-                               "isolation_level": None},
-            pool_pre_ping=True, **pooling,
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True,
+            **pooling,
         )
-
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(connection):  # pragma: no cover - trivial
-            immediate = connection.get_execution_options().get("sqlite_immediate", False)
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
@@ -73,9 +63,12 @@ class Database:
         publication, idempotent filing). On SQLite it holds the write lock from the start;
         on PostgreSQL it is an ordinary transaction (callers lock rows they depend on)."""
         session = self._factory()
-        if self.engine.dialect.name == "sqlite":
-            session.connection(execution_options={"sqlite_immediate": True})
         try:
+            if self.engine.dialect.name == "sqlite":
+                # pysqlite opens transactions lazily, at the first write; taking the write
+                # lock first (waiting busy_timeout for it) means a read-then-write cannot
+                # fail with SQLITE_BUSY because another writer committed in between.
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield session
             session.commit()
         except BaseException:
