@@ -30,6 +30,7 @@ from app.core.context import ServiceContext
 from app.db.base import utcnow
 from app.forgetting.models import ForgetRequest, RequestStatus
 from app.registry.artifacts import backbone_sha256, serialize_state, sha256_bytes
+from app.registry.models import ModelVersion
 from app.registry.service import artifact_key, get_version, insert_version
 from app.unlearning.base import ForgetTarget
 from app.unlearning.catalog import get_method
@@ -345,12 +346,20 @@ def execute_request(ctx: ServiceContext, request_id: str, worker_id: str,
 
 
 def _discard(ctx: ServiceContext, stored_key: str | None) -> None:
-    """Remove an artifact that no version row will reference."""
-    if stored_key is not None:
-        try:
+    """Remove an artifact that no version row references. Checked first, because an error
+    raised after a commit went through (a connection lost while acknowledging it) must
+    not take the file of a published version; when in doubt, the file stays (unreferenced,
+    never served)."""
+    if stored_key is None:
+        return
+    try:
+        with ctx.db.session() as session:
+            referenced = session.scalar(
+                select(ModelVersion.id).where(ModelVersion.artifact_path == stored_key))
+        if referenced is None:
             ctx.store.delete(stored_key)
-        except Exception:  # the store is down: the file stays unreferenced, never used
-            logger.exception("could not delete unpublished artifact %s", stored_key)
+    except Exception:
+        logger.exception("could not remove unpublished artifact %s", stored_key)
 
 
 PUBLISH_ATTEMPTS = 5
