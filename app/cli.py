@@ -61,6 +61,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 @cli.command()
 def bootstrap() -> None:
     """Register the shipped base model as version 1 if no version exists yet."""
+    from app.auth.service import announce_bootstrap_key, ensure_security
     from app.core.context import build_context
     from app.registry.registration import BaseModelError, ensure_base_version
 
@@ -72,6 +73,7 @@ def bootstrap() -> None:
     except BaseModelError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
+        token = ensure_security(ctx)
     finally:
         ctx.close()
     if row is None:
@@ -79,6 +81,7 @@ def bootstrap() -> None:
     else:
         typer.echo(f"registered base model as version {row.version} "
                    f"(test accuracy {row.metrics['test']['accuracy']:.4f})")
+    announce_bootstrap_key(token)
 
 
 @cli.command()
@@ -156,6 +159,155 @@ def worker(
 def config() -> None:
     """Print the effective configuration."""
     typer.echo(json.dumps(_settings().model_dump(mode="json"), indent=2))
+
+
+# --- Security (issue 5): API keys, audit log verification, certificates --------------------
+
+keys_cli = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+audit_cli = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+certificate_cli = typer.Typer(help="Erasure certificates.", no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+cli.add_typer(audit_cli, name="audit")
+cli.add_typer(certificate_cli, name="certificate")
+
+
+def _database():
+    from app.db.session import Database
+
+    return Database(_settings().database_url)
+
+
+def _fail(message: str, code: int = 1):
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@keys_cli.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Unique; the audit log's actor for this key.")],
+    role: Annotated[list[str], typer.Option(
+        help="admin, privacy_officer, auditor or client; repeat for several.")],
+    expires_in_days: Annotated[float | None, typer.Option(min=0.001)] = None,
+) -> None:
+    """Create a key and print it once (only its salted hash is stored)."""
+    import datetime as dt
+
+    from app.auth.service import create_key
+    from app.core.errors import ServiceError
+    from app.db.base import utcnow
+
+    db = _database()
+    expires = utcnow() + dt.timedelta(days=expires_in_days) if expires_in_days else None
+    try:
+        with db.session() as session:
+            key, token = create_key(session, name=name, roles=role, created_by="cli",
+                                    expires_at=expires)
+    except ServiceError as error:
+        _fail(error.message)
+    finally:
+        db.dispose()
+    typer.echo(f"created key {key.name} (id {key.id}, roles {', '.join(key.roles)}"
+               + (f", expires {key.expires_at.isoformat()}" if key.expires_at else "") + ")")
+    typer.echo("the key (shown only now):", err=True)
+    typer.echo(token)
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """List keys (never the keys themselves)."""
+    from app.auth.service import list_keys
+    from app.db.base import utcnow
+
+    db = _database()
+    try:
+        with db.session() as session:
+            keys = list_keys(session)
+    finally:
+        db.dispose()
+    now = utcnow()
+    for key in keys:
+        state = ("revoked" if key.revoked_at else
+                 "expired" if key.expires_at and key.expires_at <= now else "active")
+        typer.echo(f"{key.id}  {key.name:<24} {','.join(key.roles):<32} {state:<8} "
+                   f"created {key.created_at:%Y-%m-%d %H:%M}"
+                   + (f"  expires {key.expires_at:%Y-%m-%d %H:%M}" if key.expires_at else ""))
+
+
+@keys_cli.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="The key's id or name.")]) -> None:
+    """Revoke a key at once; it stays listed (and audited) as revoked."""
+    from app.auth.service import revoke_key
+    from app.core.errors import ServiceError
+
+    db = _database()
+    try:
+        with db.session() as session:
+            row = revoke_key(session, key, "cli")
+    except ServiceError as error:
+        _fail(error.message)
+    finally:
+        db.dispose()
+    typer.echo(f"revoked {row.name} ({row.id})")
+
+
+@audit_cli.command("verify")
+def audit_verify(
+    file: Annotated[Path | None, typer.Option(
+        help="Verify a JSON-lines export (GET /audit-log/export) instead of the database.")
+    ] = None,
+    anchor: Annotated[str | None, typer.Option(
+        help="SEQ:HASH recorded earlier (e.g. a certificate's audit_chain_head) that the "
+             "chain must still contain.")] = None,
+) -> None:
+    """Recompute the hash chain; exit 0 when intact, 1 naming the first broken entry."""
+    from app.audit.chain import ChainHead, verify_records
+    from app.audit.export import read_jsonl
+    from app.audit.service import verify_chain
+
+    expected = None
+    if anchor is not None:
+        seq, _, digest = anchor.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            _fail("--anchor must be SEQ:HASH (a 64-digit sha256)", 2)
+        expected = ChainHead(int(seq), digest)
+    if file is not None:
+        with open(file, encoding="utf-8") as handle:
+            result = verify_records(read_jsonl(handle), anchor=expected)
+    else:
+        db = _database()
+        try:
+            with db.session() as session:
+                result = verify_chain(session, expected)
+        finally:
+            db.dispose()
+    typer.echo(result.describe())
+    raise typer.Exit(0 if result.intact else 1)
+
+
+@certificate_cli.command("verify")
+def certificate_verify(
+    file: Annotated[Path, typer.Argument(help="A certificate (JSON) as served.")],
+    public_key: Annotated[Path | None, typer.Option(
+        help="The service's public key (PEM, or the JSON from GET /certificates/public-key).")
+    ] = None,
+) -> None:
+    """Check a certificate offline: signature, audit entry hashes, result artifact."""
+    from app.certificates.service import verify_certificate
+
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        _fail(f"cannot read {file}: {error}", 2)
+    trusted = None
+    if public_key is not None:
+        text = public_key.read_text(encoding="utf-8")
+        trusted = json.loads(text)["public_key_pem"] if text.lstrip().startswith("{") else text
+    checks = verify_certificate(document, trusted)
+    for check in checks:
+        typer.echo(f"[{'ok' if check.ok else 'FAIL'}] {check.name}: {check.message}")
+    ok = all(check.ok for check in checks)
+    typer.echo("certificate VALID" if ok else "certificate INVALID")
+    raise typer.Exit(0 if ok else 1)
 
 
 def main() -> None:

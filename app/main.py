@@ -9,8 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.api.errors import install_error_handlers
+from app.api.errors import ERROR_RESPONSES, install_error_handlers
+from app.api.limits import BodySizeLimitMiddleware
 from app.audit.routes import router as audit_router
+from app.auth.routes import router as auth_router
+from app.auth.service import announce_bootstrap_key, ensure_security
+from app.certificates.routes import router as certificates_router
 from app.core.config import get_settings
 from app.core.context import ServiceContext, build_context
 from app.forgetting.routes import router as forgetting_router
@@ -34,6 +38,7 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         context = ctx or build_context(get_settings())
         app.state.ctx = context
         app.state.notifier = Notifier()
+        announce_bootstrap_key(ensure_security(context))  # signing key, first admin key
         run_worker = context.settings.embedded_worker if start_worker is None else start_worker
         worker = None
         if run_worker:
@@ -58,5 +63,10 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
     install_error_handlers(app)
     for router in (forgetting_router, registry_router, prediction_router, audit_router,
                    health_router):
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
+    # Security (issue 5): key management, certificates, body size limit.
+    for router in (auth_router, certificates_router):
+        app.include_router(router, responses=ERROR_RESPONSES)
+    app.add_middleware(BodySizeLimitMiddleware,
+                       max_bytes=(ctx.settings if ctx else get_settings()).max_body_bytes)
     return app

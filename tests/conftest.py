@@ -116,6 +116,7 @@ def make_settings(tmp_path: Path, database_url: str, feature_cache_dir: Path, **
         cache_dir=feature_cache_dir,  # shared by the session: features are keyed by backbone
         data_dir=DATA_DIR,
         base_model_path=tmp_path / "none.safetensors",
+        signing_key_path=tmp_path / "signing-key.pem",
         **overrides,
     )
 
@@ -136,9 +137,26 @@ def ctx(tmp_path, database_url, feature_cache_dir, small_data, trained_state):
     context.close()
 
 
+def api_key(ctx, *roles: str, name: str | None = None) -> str:
+    """Create an API key with ``roles`` (default admin) and return the key itself."""
+    from app.auth.service import create_key
+
+    roles = roles or ("admin",)
+    with ctx.db.session() as session:
+        _, token = create_key(session, name=name or f"test-{'-'.join(roles)}",
+                              roles=list(roles), created_by="test")
+    return token
+
+
+def authorized(test_client: TestClient, ctx) -> TestClient:
+    """Test clients call as an admin by default (issue 5: every route needs a key)."""
+    test_client.headers["Authorization"] = f"Bearer {api_key(ctx, name='test-admin')}"
+    return test_client
+
+
 @pytest.fixture
 def client(ctx):
-    with TestClient(create_app(ctx)) as test_client:
+    with authorized(TestClient(create_app(ctx)), ctx) as test_client:
         yield test_client
 
 
@@ -152,7 +170,7 @@ def any_ctx(tmp_path, any_database_url, feature_cache_dir, small_data, trained_s
 
 @pytest.fixture
 def any_client(any_ctx):
-    with TestClient(create_app(any_ctx)) as test_client:
+    with authorized(TestClient(create_app(any_ctx)), any_ctx) as test_client:
         yield test_client
 
 

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from app.auth.deps import get_principal
+from app.auth.service import Principal
 from app.core.context import ServiceContext
 
 
@@ -17,8 +20,7 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_actor(request: Request) -> str:
-    """Who is calling, as recorded in the audit log. Without authentication this is the
-    client address; the caller's own ``requested_by`` statement is recorded beside it."""
-    host = request.client.host if request.client else "unknown"
-    return f"anonymous@{host}"
+def get_actor(principal: Annotated[Principal, Depends(get_principal)]) -> str:
+    """Who is calling, as recorded in the audit log: the name of the API key that
+    authenticated the request (the caller's own ``requested_by`` is recorded beside it)."""
+    return principal.name

@@ -9,11 +9,40 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import ServiceError
 
 logger = logging.getLogger("unlearn.api")
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+
+# Declared on every route, so that the OpenAPI schema describes the error bodies too.
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in (
+        (400, "Malformed request"), (401, "No valid API key"),
+        (403, "The key lacks the role"), (404, "Not found"), (409, "Conflict"),
+        (413, "Too large"), (422, "Invalid input (the field is named)"),
+        (503, "Unavailable (e.g. a corrupted model file)"),
+    )
+}
 
 
 def error_body(code: str, message: str, field: str | None = None,
@@ -38,7 +67,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, error: ServiceError) -> JSONResponse:
         return JSONResponse(error_body(error.code, error.message, error.field),
-                            status_code=error.status_code)
+                            status_code=error.status_code,
+                            headers=getattr(error, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:

@@ -4,15 +4,22 @@ import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from app.api.deps import get_session
+from app.api.deps import get_ctx, get_session
 from app.api.pagination import decode_cursor, encode_cursor
-from app.audit.schemas import AuditEntryRead, AuditLogPage
-from app.audit.service import AuditAction, AuditFilter, query
+from app.audit import export
+from app.audit.chain import ChainHead
+from app.audit.schemas import AuditEntryRead, AuditLogPage, AuditVerification
+from app.audit.service import AuditAction, AuditFilter, query, verify_chain
+from app.auth.deps import require
+from app.auth.service import Role
+from app.core.context import ServiceContext
 from app.core.errors import InvalidInputError
 
 router = APIRouter(tags=["audit"])
+AUDITORS = [Depends(require(Role.auditor))]
 
 
 def _aware(value: dt.datetime | None, field: str) -> dt.datetime | None:
@@ -21,7 +28,7 @@ def _aware(value: dt.datetime | None, field: str) -> dt.datetime | None:
     return value
 
 
-@router.get("/audit-log", response_model=AuditLogPage)
+@router.get("/audit-log", response_model=AuditLogPage, dependencies=AUDITORS)
 def read_audit_log(
     session: Annotated[Session, Depends(get_session)],
     since: Annotated[dt.datetime | None, Query(description="Inclusive lower bound")] = None,
@@ -48,3 +55,33 @@ def read_audit_log(
         items=[AuditEntryRead.model_validate(row, from_attributes=True) for row in rows],
         next_cursor=encode_cursor(next_id) if next_id is not None else None,
     )
+
+
+@router.get("/audit-log/verify", response_model=AuditVerification, dependencies=AUDITORS)
+def verify_audit_log(
+    session: Annotated[Session, Depends(get_session)],
+    anchor_seq: Annotated[int | None, Query(ge=1, le=2_147_483_647, description=(
+        "With anchor_hash: an entry recorded earlier (e.g. a certificate's chain head) "
+        "that the chain must still contain unchanged."))] = None,
+    anchor_hash: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
+) -> AuditVerification:
+    """Recompute the hash chain; name the first broken entry, or give the head when intact."""
+    if (anchor_seq is None) != (anchor_hash is None):
+        raise InvalidInputError("give both anchor_seq and anchor_hash, or neither",
+                                "anchor_seq" if anchor_seq is None else "anchor_hash")
+    anchor = ChainHead(anchor_seq, anchor_hash) if anchor_seq is not None else None
+    return AuditVerification(**verify_chain(session, anchor).to_dict())
+
+
+@router.get("/audit-log/export", dependencies=AUDITORS, response_class=StreamingResponse,
+            responses={200: {"description": "The whole log in chain order, hashes included.",
+                             "content": {export.JSONL_TYPE: {}, export.CSV_TYPE: {}}}})
+def export_audit_log(
+    ctx: Annotated[ServiceContext, Depends(get_ctx)],
+    format: Annotated[export.ExportFormat, Query(description="jsonl (verifiable with "
+                      "`unlearn audit verify --file`) or csv")] = export.ExportFormat.jsonl,
+) -> StreamingResponse:
+    media_type = export.JSONL_TYPE if format is export.ExportFormat.jsonl else export.CSV_TYPE
+    return StreamingResponse(
+        export.stream(ctx.db, format), media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="audit-log.{format.value}"'})

@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class AuditEntryRead(BaseModel):
@@ -16,8 +16,21 @@ class AuditEntryRead(BaseModel):
     model_name: str | None
     model_version: int | None
     details: dict[str, Any]
+    seq: int
+    prev_hash: str
+    entry_hash: str
 
 
 class AuditLogPage(BaseModel):
     items: list[AuditEntryRead]
     next_cursor: str | None
+
+
+class AuditVerification(BaseModel):
+    intact: bool
+    entries_checked: int
+    head_seq: int = Field(description="seq of the last entry that verified")
+    head_hash: str = Field(description="hash of the last entry that verified")
+    broken_seq: int | None = Field(default=None, description="the first entry that does not fit")
+    broken_id: int | None = None
+    reason: str | None = None

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.audit.models import AuditEntry
+from app.audit.chain import ChainHead, Verification, entry_hash, normalize_details, verify_records
+from app.audit.models import AuditChainHead, AuditEntry
+from app.db.base import utcnow
+
+CHAIN_HEAD_ID = 1
 
 
 class AuditAction(str, enum.Enum):
@@ -25,6 +30,9 @@ class AuditAction(str, enum.Enum):
     # and a request handed back by a worker shutting down.
     forget_request_requeued = "forget_request.requeued"
     forget_request_released = "forget_request.released"
+    key_created = "api_key.created"
+    key_revoked = "api_key.revoked"
+    artifact_integrity_failed = "artifact.integrity_failed"
 
 
 def record(
@@ -39,17 +47,89 @@ def record(
     details: dict[str, Any] | None = None,
 ) -> AuditEntry:
     entry = AuditEntry(
+        created_at=utcnow(),
         action=action.value,
         actor=actor,
         subject_reference=subject_reference,
         forget_request_id=forget_request_id,
         model_name=model_name,
         model_version=model_version,
-        details=details or {},
+        details=normalize_details(details),
     )
+    _append(session, entry)
+    return entry
+
+
+def _append(session: Session, entry: AuditEntry) -> None:
+    """Link the entry to the chain. Incrementing the head row first takes its row lock
+    (PostgreSQL) or the database write lock (SQLite) until the transaction ends, so
+    concurrent appends queue up and each sees the head its predecessor left."""
+    head_table = AuditChainHead.__table__
+    bumped = session.execute(
+        update(head_table).where(head_table.c.id == CHAIN_HEAD_ID)
+        .values(seq=head_table.c.seq + 1)
+    ).rowcount
+    if bumped != 1:
+        raise RuntimeError("the audit chain head row is missing: run `unlearn db upgrade`")
+    seq, previous = session.execute(
+        select(head_table.c.seq, head_table.c.head_hash).where(head_table.c.id == CHAIN_HEAD_ID)
+    ).one()
+    entry.seq = seq
+    entry.prev_hash = previous
+    entry.entry_hash = entry_hash(previous, entry_record(entry))
     session.add(entry)
     session.flush()
-    return entry
+    session.execute(update(head_table).where(head_table.c.id == CHAIN_HEAD_ID)
+                    .values(head_hash=entry.entry_hash))
+
+
+def record_artifact_failure(db, error, actor: str) -> None:
+    """Audit a refusal to serve a corrupted or missing model file (its own transaction: the
+    request that found it fails)."""
+    with db.session() as session:
+        record(session, AuditAction.artifact_integrity_failed, actor,
+               model_name=error.model_name, model_version=error.version,
+               details={"expected_sha256": error.expected_sha256, "reason": error.reason})
+
+
+def entry_record(entry: AuditEntry) -> dict[str, Any]:
+    """An entry as a plain dict: what is hashed, exported and put into certificates."""
+    return {name: getattr(entry, name) for name in RECORD_COLUMNS}
+
+
+def chain_head(session: Session) -> ChainHead:
+    row = session.get(AuditChainHead, CHAIN_HEAD_ID)
+    if row is None:
+        raise RuntimeError("the audit chain head row is missing: run `unlearn db upgrade`")
+    return ChainHead(seq=row.seq, hash=row.head_hash)
+
+
+RECORD_COLUMNS = ("id", "seq", "created_at", "actor", "action", "subject_reference",
+                  "forget_request_id", "model_name", "model_version", "details",
+                  "prev_hash", "entry_hash")
+
+
+def iter_records(session: Session, batch_size: int = 500,
+                 forget_request_id: str | None = None) -> Iterator[dict[str, Any]]:
+    """Entries as dicts in chain order, read in batches (keyset on seq) so that memory
+    stays flat however long the log is."""
+    columns = [getattr(AuditEntry, name) for name in RECORD_COLUMNS]
+    last = 0
+    while True:
+        statement = (select(*columns).where(AuditEntry.seq > last)
+                     .order_by(AuditEntry.seq).limit(batch_size))
+        if forget_request_id is not None:
+            statement = statement.where(AuditEntry.forget_request_id == forget_request_id)
+        batch = [dict(row) for row in session.execute(statement).mappings()]
+        if not batch:
+            return
+        yield from batch
+        last = batch[-1]["seq"]
+
+
+def verify_chain(session: Session, anchor: ChainHead | None = None) -> Verification:
+    head = chain_head(session)
+    return verify_records(iter_records(session), head=head, anchor=anchor)
 
 
 @dataclass(frozen=True)

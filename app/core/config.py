@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "UNLEARN_"
@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     max_sample_ids: int = Field(default=10_000, ge=1, le=60_000)
     model_cache_size: int = Field(default=8, ge=1, le=1024)
     wait_timeout_s: float = Field(default=120.0, gt=0)
+    # Security (issue 5).
+    signing_key_path: Path = Field(
+        default=Path("./var/signing-key.pem"),
+        description="Ed25519 private key that signs erasure certificates; made on first start.",
+    )
+    bootstrap_admin_key: SecretStr | None = Field(
+        default=None, description="The first admin key, instead of a generated one.")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024,
+                                description="Larger request bodies get 413.")
 
     # Durable execution (several API and worker processes on one database).
     artifact_url: str | None = Field(

@@ -14,6 +14,17 @@ class ServiceError(Exception):
         self.field = field
 
 
+class UnauthenticatedError(ServiceError):
+    status_code = 401
+    code = "unauthenticated"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class ForbiddenError(ServiceError):
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFoundError(ServiceError):
     status_code = 404
     code = "not_found"
@@ -37,3 +48,17 @@ class ConflictError(ServiceError):
 class UnavailableError(ServiceError):
     status_code = 503
     code = "unavailable"
+
+
+class CorruptArtifactError(UnavailableError):
+    """A model file is missing or differs from its recorded sha256: it is never served."""
+
+    code = "artifact_integrity"
+
+    def __init__(self, message: str, *, model_name: str, version: int, expected_sha256: str,
+                 reason: str):
+        super().__init__(message)
+        self.model_name = model_name
+        self.version = version
+        self.expected_sha256 = expected_sha256
+        self.reason = reason

@@ -6,11 +6,13 @@ import datetime as dt
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from app.api.deps import get_actor, get_ctx, get_session
 from app.api.pagination import decode_cursor, encode_cursor
+from app.auth.deps import ANY_ROLE, require
+from app.auth.service import Role
 from app.core.context import ServiceContext
 from app.core.errors import InvalidInputError
 from app.forgetting import service
@@ -27,6 +29,8 @@ from app.forgetting.schemas import (
 from app.unlearning.catalog import METHODS
 
 router = APIRouter(tags=["forget requests"])
+OFFICERS = [Depends(require(Role.privacy_officer))]
+READERS = [Depends(require(Role.privacy_officer, Role.auditor))]
 
 FINISHED = {RequestStatus.completed.value, RequestStatus.failed.value}
 
@@ -70,6 +74,7 @@ def to_read(request: ForgetRequest) -> ForgetRequestRead:
 
 
 @router.post("/forget-requests", status_code=202, response_model=ForgetRequestRead,
+             dependencies=OFFICERS,
              responses={200: {"model": ForgetRequestRead,
                               "description": "Finished (with ?wait=true)"}})
 def create_forget_request(
@@ -113,13 +118,14 @@ def _wait_until_finished(ctx: ServiceContext, request: Request, request_id: str,
         done.wait(since, min(0.25, max(0.0, deadline - time.monotonic())))
 
 
-@router.get("/forget-requests/{request_id}", response_model=ForgetRequestRead)
-def read_forget_request(request_id: str,
+@router.get("/forget-requests/{request_id}", response_model=ForgetRequestRead,
+            dependencies=READERS)
+def read_forget_request(request_id: Annotated[str, Path(max_length=64)],
                         session: Annotated[Session, Depends(get_session)]) -> ForgetRequestRead:
     return to_read(service.get_request(session, request_id))
 
 
-@router.get("/forget-requests", response_model=ForgetRequestList)
+@router.get("/forget-requests", response_model=ForgetRequestList, dependencies=READERS)
 def list_forget_requests(
     session: Annotated[Session, Depends(get_session)],
     status: Annotated[RequestStatus | None, Query()] = None,
@@ -144,7 +150,8 @@ def list_forget_requests(
     return ForgetRequestList(items=[to_read(row) for row in rows], next_cursor=next_cursor)
 
 
-@router.get("/methods", response_model=MethodList, tags=["methods"])
+@router.get("/methods", response_model=MethodList, tags=["methods"],
+            dependencies=[Depends(require(*ANY_ROLE))])
 def list_methods() -> MethodList:
     return MethodList(items=[
         MethodInfo(name=m.name, description=m.description, supports_classes=m.supports_classes,

@@ -12,7 +12,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from app.core.errors import UnavailableError
+from app.core.errors import CorruptArtifactError
 from app.ml.network import build_model
 from app.registry.artifacts import ArtifactIntegrityError, ArtifactStore, deserialize_state
 from app.registry.models import ModelVersion
@@ -37,8 +37,10 @@ class ModelCache:
         try:
             data = self.store.get(version.artifact_path, version.artifact_sha256)
         except ArtifactIntegrityError as error:
-            raise UnavailableError(
-                f"model version {version.version} cannot be served: {error}"
+            raise CorruptArtifactError(
+                f"model version {version.version} cannot be served: {error}",
+                model_name=version.model_name, version=version.version,
+                expected_sha256=version.artifact_sha256, reason=str(error),
             ) from None
         model = build_model(version.architecture)
         model.load_state_dict(deserialize_state(data))

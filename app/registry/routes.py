@@ -7,6 +7,8 @@ from sqlalchemy.orm import Session
 
 from app.api.deps import get_actor, get_ctx, get_session
 from app.api.pagination import decode_cursor, encode_cursor
+from app.auth.deps import ANY_ROLE, require
+from app.auth.service import Role
 from app.core.context import ServiceContext
 from app.core.errors import InvalidInputError
 from app.forgetting.models import ForgetRequest
@@ -15,6 +17,7 @@ from app.registry.models import ModelVersion
 from app.registry.schemas import VersionLinks, VersionList, VersionMetrics, VersionRead
 
 router = APIRouter(tags=["models"])
+ANYONE = [Depends(require(*ANY_ROLE))]
 
 VersionPath = Annotated[int, Path(ge=1, le=2_147_483_647, description="Version number")]
 
@@ -50,7 +53,7 @@ def to_read(row: ModelVersion, production: int | None, full: bool = False) -> Ve
     )
 
 
-@router.get("/models", response_model=VersionList)
+@router.get("/models", response_model=VersionList, dependencies=ANYONE)
 def list_models(
     ctx: Annotated[ServiceContext, Depends(get_ctx)],
     session: Annotated[Session, Depends(get_session)],
@@ -66,14 +69,15 @@ def list_models(
                        next_cursor=encode_cursor(last) if last is not None else None)
 
 
-@router.get("/models/{version}", response_model=VersionRead)
+@router.get("/models/{version}", response_model=VersionRead, dependencies=ANYONE)
 def read_model(version: VersionPath, ctx: Annotated[ServiceContext, Depends(get_ctx)],
                session: Annotated[Session, Depends(get_session)]) -> VersionRead:
     row = service.get_version(session, ctx.model_name, version)
     return to_read(row, service.production_version(session, ctx.model_name), full=True)
 
 
-@router.get("/models/{version}/metrics", response_model=VersionMetrics)
+@router.get("/models/{version}/metrics", response_model=VersionMetrics,
+            dependencies=[Depends(require(Role.auditor, Role.privacy_officer))])
 def read_model_metrics(version: VersionPath, ctx: Annotated[ServiceContext, Depends(get_ctx)],
                        session: Annotated[Session, Depends(get_session)]) -> VersionMetrics:
     row = service.get_version(session, ctx.model_name, version)
@@ -93,7 +97,8 @@ def read_model_metrics(version: VersionPath, ctx: Annotated[ServiceContext, Depe
     )
 
 
-@router.post("/models/{version}/promote", response_model=VersionRead)
+@router.post("/models/{version}/promote", response_model=VersionRead,
+             dependencies=[Depends(require(Role.admin))])
 def promote_model(version: VersionPath, ctx: Annotated[ServiceContext, Depends(get_ctx)],
                   session: Annotated[Session, Depends(get_session)],
                   actor: Annotated[str, Depends(get_actor)]) -> VersionRead:
