@@ -250,6 +250,15 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="The key's id or name.")
     typer.echo(f"revoked {row.name} ({row.id})")
 
 
+@keys_cli.command("matrix")
+def keys_matrix() -> None:
+    """Print which role may call which route (Markdown), read from the routes themselves."""
+    from app.auth.deps import role_matrix_markdown
+    from app.main import create_app
+
+    typer.echo(role_matrix_markdown(create_app(start_worker=False)))
+
+
 @audit_cli.command("verify")
 def audit_verify(
     file: Annotated[Path | None, typer.Option(

@@ -25,7 +25,10 @@ AUDITORS = [Depends(require(Role.auditor))]
 def _aware(value: dt.datetime | None, field: str) -> dt.datetime | None:
     if value is not None and value.tzinfo is None:
         raise InvalidInputError(f"{field} needs a timezone (e.g. 2026-01-01T00:00:00Z)", field)
-    return value
+    try:
+        return value.astimezone(dt.timezone.utc) if value is not None else None
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 has no UTC equivalent
+        raise InvalidInputError(f"{field} is out of range", field) from None
 
 
 @router.get("/audit-log", response_model=AuditLogPage, dependencies=AUDITORS)

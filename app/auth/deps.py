@@ -47,3 +47,54 @@ def require(*roles: Role) -> Callable[..., Principal]:
 
 # Shorthands for the routes.
 ANY_ROLE = tuple(Role)
+
+
+def _flatten_routes(routes, prefix: str = "", dependencies: tuple = ()):
+    """(full path, route, include-level dependencies) for every route, looking inside
+    included routers (FastAPI >= 0.16x keeps them as nested ``_IncludedRouter`` objects)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            context = route.include_context
+            yield from _flatten_routes(included.routes, prefix + (context.prefix or ""),
+                                       dependencies + tuple(context.dependencies or ()))
+        elif getattr(route, "methods", None):
+            yield prefix + route.path, route, dependencies
+
+
+def _required_roles(dependencies) -> frozenset[str] | None:
+    stack = list(dependencies)
+    while stack:
+        dependency = stack.pop()
+        call = getattr(dependency, "call", None) or getattr(dependency, "dependency", None)
+        roles = getattr(call, "required_roles", None)
+        if roles is not None:
+            return roles | {Role.admin.value}
+        stack.extend(getattr(dependency, "dependencies", ()) or ())
+    return None
+
+
+def role_matrix(app) -> list[tuple[str, str, frozenset[str] | None]]:
+    """(method, path, roles admitted, or None for a public route) for every route."""
+    rows = []
+    for path, route, include_dependencies in _flatten_routes(app.routes):
+        dependant = getattr(route, "dependant", None)
+        roles = _required_roles([*include_dependencies,
+                                 *(dependant.dependencies if dependant is not None else ())])
+        for method in sorted(route.methods):
+            if method != "HEAD":
+                rows.append((method, path, roles))
+    return sorted(rows, key=lambda row: (row[1], row[0]))
+
+
+def role_matrix_markdown(app) -> str:
+    roles = [role.value for role in Role]
+    lines = ["| Route | " + " | ".join(roles) + " |",
+             "|---|" + "---|" * len(roles)]
+    for method, path, allowed in role_matrix(app):
+        if path.startswith(("/docs", "/redoc", "/openapi")):
+            continue
+        cells = ["public" if allowed is None else ("yes" if role in allowed else "—")
+                 for role in roles]
+        lines.append(f"| `{method} {path}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -31,6 +31,7 @@ MIN_TOKEN_LENGTH = 24
 # "system:...", and nothing that needs quoting in a log line.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 BOOTSTRAP_KEY_NAME = "bootstrap-admin"
+MAX_KEY_LIFETIME = dt.timedelta(days=3653)
 
 
 class Role(str, enum.Enum):
@@ -94,8 +95,15 @@ def create_key(session: Session, *, name: str, roles: list[str], created_by: str
     if expires_at is not None:
         if expires_at.tzinfo is None:
             raise InvalidInputError("expires_at needs a timezone", "expires_at")
+        try:
+            expires_at = expires_at.astimezone(dt.timezone.utc)
+        except OverflowError:
+            raise InvalidInputError("expires_at is out of range", "expires_at") from None
         if expires_at <= utcnow():
             raise InvalidInputError("expires_at is in the past", "expires_at")
+        if expires_at > utcnow() + MAX_KEY_LIFETIME:
+            raise InvalidInputError("expires_at is more than 10 years ahead; omit it for a "
+                                    "key that does not expire", "expires_at")
     if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
         raise ConflictError(f"a key named {name!r} already exists", "name")
     token = token or TOKEN_PREFIX + secrets.token_urlsafe(32)

@@ -5,10 +5,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 ClassLabel = Annotated[int, Field(strict=True, ge=0, le=9)]
 SampleId = Annotated[int, Field(strict=True)]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it here rather than fail at the database.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
 
 
 class ForgetRequestCreate(BaseModel):
@@ -27,7 +37,7 @@ class ForgetRequestCreate(BaseModel):
     )
 
     model_version: int | None = Field(
-        default=None, ge=1, description="Source version; default: the production version."
+        default=None, ge=1, le=2_147_483_647, description="Source version; default: the production version."
     )
     classes: list[ClassLabel] = Field(
         default_factory=list, max_length=10, description="Classes to forget (0-9)."
@@ -37,15 +47,15 @@ class ForgetRequestCreate(BaseModel):
         description="Training-split indices (0-59999) to forget; methods that forget "
         "individual samples only.",
     )
-    method: str = Field(min_length=1, max_length=64, description="Unlearning method name.")
+    method: Text = Field(min_length=1, max_length=64, description="Unlearning method name.")
     params: dict[str, Any] = Field(
         default_factory=dict, description="The method's own parameters, validated per method."
     )
-    requested_by: str = Field(min_length=1, max_length=200)
-    subject_reference: str = Field(
+    requested_by: Text = Field(min_length=1, max_length=200)
+    subject_reference: Text = Field(
         min_length=1, max_length=200, description="The data subject / case reference."
     )
-    reason: str = Field(default="", max_length=2000)
+    reason: Text = Field(default="", max_length=2000)
 
 
 class RequestLinks(BaseModel):

@@ -10,7 +10,7 @@ class PredictRequest(BaseModel):
     )
 
     model_version: int | None = Field(
-        default=None, ge=1, description="Version to answer; default: the production version."
+        default=None, ge=1, le=2_147_483_647, description="Version to answer; default: the production version."
     )
     instances: list[list[list[float]]] | None = Field(
         default=None, description="Images as 28x28 arrays of floats in [0, 1]."
