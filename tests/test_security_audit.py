@@ -1,0 +1,215 @@
+"""The tamper-evident audit log: append-only triggers, the hash chain, tamper detection
+(each naming the entry), concurrent appends, export, and `unlearn audit verify`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+
+from app.audit.chain import entry_hash, verify_records
+from app.audit.models import AuditEntry
+from app.audit.service import AuditAction, chain_head, entry_record, record, verify_chain
+from app.main import create_app
+from tests.conftest import api_key
+
+
+def _append(ctx, count: int, actor: str = "tester") -> None:
+    for index in range(count):
+        with ctx.db.session() as session:
+            record(session, AuditAction.version_promoted, actor, model_name="mnist-cnn",
+                   model_version=1, details={"index": index, "score": 0.1 * index})
+
+
+def _verify(ctx, anchor=None):
+    with ctx.db.session() as session:
+        return verify_chain(session, anchor)
+
+
+def _raw(ctx, *statements: str, **params) -> None:
+    """Change the table behind the service's back, as someone with database access could."""
+    with ctx.db.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
+        else:
+            connection.execute(text("DROP TRIGGER IF EXISTS audit_log_no_update"))
+            connection.execute(text("DROP TRIGGER IF EXISTS audit_log_no_delete"))
+        for statement in statements:
+            connection.execute(text(statement), params)
+
+
+def _id_of(ctx, seq: int) -> int:
+    with ctx.db.session() as session:
+        return session.scalar(select(AuditEntry.id).where(AuditEntry.seq == seq))
+
+
+def test_the_database_refuses_update_and_delete(any_ctx):
+    _append(any_ctx, 2)
+    for statement in ("UPDATE audit_log SET actor = 'mallory' WHERE seq = 1",
+                      "DELETE FROM audit_log WHERE seq = 1"):
+        with pytest.raises(Exception, match="append-only"):
+            with any_ctx.db.engine.begin() as connection:
+                connection.execute(text(statement))
+    assert _verify(any_ctx).intact
+
+
+def test_intact_chain_reports_head_and_count(any_ctx):
+    _append(any_ctx, 5)
+    result = _verify(any_ctx)
+    with any_ctx.db.session() as session:
+        head = chain_head(session)
+        count = len(session.scalars(select(AuditEntry.id)).all())
+    assert result.intact and result.entries_checked == count == head.seq >= 6
+    assert result.head_hash == head.hash
+    assert _verify(any_ctx, anchor=head).intact
+    assert not _verify(any_ctx, anchor=type(head)(3, "0" * 64)).intact
+
+
+def _change(ctx):
+    _raw(ctx, "UPDATE audit_log SET actor = 'mallory' WHERE seq = 3")
+    return 3, "changed"
+
+
+def _rewrite_with_own_hash(ctx):
+    # A smarter forger recomputes the changed entry's own hash: the next entry exposes it.
+    with ctx.db.session() as session:
+        row = entry_record(session.scalar(select(AuditEntry).where(AuditEntry.seq == 3)))
+    row["actor"] = "mallory"
+    _raw(ctx, "UPDATE audit_log SET actor = 'mallory', entry_hash = :h WHERE seq = 3",
+         h=entry_hash(row["prev_hash"], row))
+    return 4, "prev_hash"
+
+
+def _delete(ctx):
+    _raw(ctx, "DELETE FROM audit_log WHERE seq = 3")
+    return 4, "entry 3 is missing"
+
+
+def _delete_last(ctx):
+    with ctx.db.session() as session:
+        last = chain_head(session).seq
+    _raw(ctx, f"DELETE FROM audit_log WHERE seq = {last}")
+    return last, "deleted"
+
+
+def _reorder(ctx):
+    _raw(ctx, "UPDATE audit_log SET seq = -1 WHERE seq = 3",
+         "UPDATE audit_log SET seq = 3 WHERE seq = 4",
+         "UPDATE audit_log SET seq = 4 WHERE seq = -1")
+    return 3, "prev_hash"
+
+
+def _insert_forged(ctx):
+    # A forged entry with a correctly computed hash, appended without the chain head.
+    with ctx.db.session() as session:
+        head = chain_head(session)
+        template = entry_record(session.scalar(select(AuditEntry).where(AuditEntry.seq == 2)))
+    forged = {**template, "seq": head.seq + 1, "actor": "mallory", "prev_hash": head.hash}
+    forged["entry_hash"] = entry_hash(head.hash, forged)
+    _raw(ctx, "INSERT INTO audit_log (created_at, actor, action, subject_reference, "
+              "forget_request_id, model_name, model_version, details, seq, prev_hash, "
+              "entry_hash) VALUES (:created_at, :actor, :action, :subject_reference, "
+              ":forget_request_id, :model_name, :model_version, :details, :seq, :prev_hash, "
+              ":entry_hash)",
+         **{**{k: v for k, v in forged.items() if k != "id"},
+            "details": json.dumps(forged["details"])})
+    return head.seq + 1, "not appended through the service"
+
+
+@pytest.mark.parametrize("tamper", [_change, _rewrite_with_own_hash, _delete, _delete_last,
+                                    _reorder, _insert_forged],
+                         ids=["change", "rewrite", "delete", "delete-last", "reorder",
+                              "insert-forged"])
+def test_tampering_is_detected_and_names_the_entry(any_ctx, tamper):
+    _append(any_ctx, 5)
+    assert _verify(any_ctx).intact
+    ids_before = {seq: _id_of(any_ctx, seq) for seq in range(1, 8)}
+    seq, reason = tamper(any_ctx)
+    result = _verify(any_ctx)
+    assert not result.intact
+    assert result.broken_seq == seq, result
+    assert reason in result.reason, result.reason
+    if tamper in (_change, _rewrite_with_own_hash, _delete):
+        assert result.broken_id == ids_before[seq]  # the row id is named too
+    assert f"entry seq {seq}" in result.describe()
+
+
+def test_concurrent_appends_form_one_linear_chain(any_ctx):
+    with any_ctx.db.session() as session:
+        start = chain_head(session).seq
+    errors = []
+
+    def writer(name: str) -> None:
+        try:
+            _append(any_ctx, 8, actor=name)
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(f"writer-{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    result = _verify(any_ctx)
+    assert result.intact and result.entries_checked == start + 32
+    with any_ctx.db.session() as session:
+        seqs = session.scalars(select(AuditEntry.seq).order_by(AuditEntry.seq)).all()
+    assert seqs == list(range(1, start + 33))
+
+
+def test_verify_and_export_over_http_and_cli(any_ctx, monkeypatch, tmp_path):
+    _append(any_ctx, 3, actor="=cmd|' /C calc'!A0")  # a spreadsheet formula as actor
+    auditor = {"Authorization": f"Bearer {api_key(any_ctx, 'auditor')}"}
+    with TestClient(create_app(any_ctx), headers=auditor) as client:
+        verified = client.get("/audit-log/verify").json()
+        assert verified["intact"] is True and verified["broken_seq"] is None
+        count = verified["entries_checked"]
+
+        exported = client.get("/audit-log/export", params={"format": "jsonl"})
+        assert exported.headers["content-type"].startswith("application/x-ndjson")
+        lines = exported.text.splitlines()
+        assert len(lines) == count
+        offline = verify_records(json.loads(line) for line in lines)
+        assert offline.intact and offline.head_hash == verified["head_hash"]
+        export_file = tmp_path / "audit.jsonl"
+        export_file.write_text(exported.text)
+
+        table = client.get("/audit-log/export", params={"format": "csv"})
+        assert table.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(table.text)))
+        assert len(rows) == count and rows[-1]["entry_hash"] == verified["head_hash"]
+        formulas = [row["actor"] for row in rows if "calc" in row["actor"]]
+        assert len(formulas) == 3 and all(a.startswith("'=") for a in formulas)  # inert
+
+        assert client.get("/audit-log/export", params={"format": "xml"}).status_code == 422
+
+        _raw(any_ctx, "UPDATE audit_log SET details = '{}' WHERE seq = 2")
+        broken = client.get("/audit-log/verify").json()
+        assert broken["intact"] is False and broken["broken_seq"] == 2
+        assert broken["broken_id"] == _id_of(any_ctx, 2)
+
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+    from app.core.config import get_settings
+
+    monkeypatch.setenv("UNLEARN_DATABASE_URL", any_ctx.settings.database_url)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        from_db = runner.invoke(cli, ["audit", "verify"])
+        assert from_db.exit_code == 1 and "BROKEN at entry seq 2" in from_db.output
+        from_file = runner.invoke(cli, ["audit", "verify", "--file", str(export_file)])
+        assert from_file.exit_code == 0 and f"{count} entries" in from_file.output
+        export_file.write_text("\n".join(json.dumps({**json.loads(l), "actor": "eve"})
+                                         if i == 1 else l for i, l in enumerate(lines)))
+        tampered = runner.invoke(cli, ["audit", "verify", "--file", str(export_file)])
+        assert tampered.exit_code == 1 and "entry seq 2" in tampered.output
+    finally:
+        get_settings.cache_clear()
