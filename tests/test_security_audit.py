@@ -19,6 +19,23 @@ from app.main import create_app
 from tests.conftest import api_key
 
 
+@pytest.fixture
+def chain_db(any_database_url):
+    """Just a migrated database (SQLite and PostgreSQL): the chain needs nothing else."""
+    from types import SimpleNamespace
+
+    from app.db.migrations import upgrade
+    from app.db.session import Database
+
+    upgrade(any_database_url)
+    database = Database(any_database_url)
+    with database.session() as session:
+        record(session, AuditAction.model_registered, "test", model_name="mnist-cnn",
+               model_version=1, details={"artifact_sha256": "0" * 64})
+    yield SimpleNamespace(db=database)
+    database.dispose()
+
+
 def _append(ctx, count: int, actor: str = "tester") -> None:
     for index in range(count):
         with ctx.db.session() as session:
@@ -48,26 +65,26 @@ def _id_of(ctx, seq: int) -> int:
         return session.scalar(select(AuditEntry.id).where(AuditEntry.seq == seq))
 
 
-def test_the_database_refuses_update_and_delete(any_ctx):
-    _append(any_ctx, 2)
+def test_the_database_refuses_update_and_delete(chain_db):
+    _append(chain_db, 2)
     for statement in ("UPDATE audit_log SET actor = 'mallory' WHERE seq = 1",
                       "DELETE FROM audit_log WHERE seq = 1"):
         with pytest.raises(Exception, match="append-only"):
-            with any_ctx.db.engine.begin() as connection:
+            with chain_db.db.engine.begin() as connection:
                 connection.execute(text(statement))
-    assert _verify(any_ctx).intact
+    assert _verify(chain_db).intact
 
 
-def test_intact_chain_reports_head_and_count(any_ctx):
-    _append(any_ctx, 5)
-    result = _verify(any_ctx)
-    with any_ctx.db.session() as session:
+def test_intact_chain_reports_head_and_count(chain_db):
+    _append(chain_db, 5)
+    result = _verify(chain_db)
+    with chain_db.db.session() as session:
         head = chain_head(session)
         count = len(session.scalars(select(AuditEntry.id)).all())
     assert result.intact and result.entries_checked == count == head.seq >= 6
     assert result.head_hash == head.hash
-    assert _verify(any_ctx, anchor=head).intact
-    assert not _verify(any_ctx, anchor=type(head)(3, "0" * 64)).intact
+    assert _verify(chain_db, anchor=head).intact
+    assert not _verify(chain_db, anchor=type(head)(3, "0" * 64)).intact
 
 
 def _change(ctx):
@@ -125,12 +142,12 @@ def _insert_forged(ctx):
                                     _reorder, _insert_forged],
                          ids=["change", "rewrite", "delete", "delete-last", "reorder",
                               "insert-forged"])
-def test_tampering_is_detected_and_names_the_entry(any_ctx, tamper):
-    _append(any_ctx, 5)
-    assert _verify(any_ctx).intact
-    ids_before = {seq: _id_of(any_ctx, seq) for seq in range(1, 8)}
-    seq, reason = tamper(any_ctx)
-    result = _verify(any_ctx)
+def test_tampering_is_detected_and_names_the_entry(chain_db, tamper):
+    _append(chain_db, 5)
+    assert _verify(chain_db).intact
+    ids_before = {seq: _id_of(chain_db, seq) for seq in range(1, 8)}
+    seq, reason = tamper(chain_db)
+    result = _verify(chain_db)
     assert not result.intact
     assert result.broken_seq == seq, result
     assert reason in result.reason, result.reason
@@ -139,14 +156,14 @@ def test_tampering_is_detected_and_names_the_entry(any_ctx, tamper):
     assert f"entry seq {seq}" in result.describe()
 
 
-def test_concurrent_appends_form_one_linear_chain(any_ctx):
-    with any_ctx.db.session() as session:
+def test_concurrent_appends_form_one_linear_chain(chain_db):
+    with chain_db.db.session() as session:
         start = chain_head(session).seq
     errors = []
 
     def writer(name: str) -> None:
         try:
-            _append(any_ctx, 8, actor=name)
+            _append(chain_db, 8, actor=name)
         except Exception as error:  # pragma: no cover - reported below
             errors.append(error)
 
@@ -156,9 +173,9 @@ def test_concurrent_appends_form_one_linear_chain(any_ctx):
     for thread in threads:
         thread.join()
     assert not errors
-    result = _verify(any_ctx)
+    result = _verify(chain_db)
     assert result.intact and result.entries_checked == start + 32
-    with any_ctx.db.session() as session:
+    with chain_db.db.session() as session:
         seqs = session.scalars(select(AuditEntry.seq).order_by(AuditEntry.seq)).all()
     assert seqs == list(range(1, start + 33))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
@@ -21,7 +20,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-EXAMPLES = int(os.environ.get("UNLEARN_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("UNLEARN_FUZZ_EXAMPLES", "10"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 
@@ -56,8 +55,8 @@ def _has_inputs(operation) -> bool:
     return bool(operation.body) or any(True for _ in operation.iter_parameters())
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-                         ids=["valid-inputs", "invalid-inputs"])
-def test_no_server_errors_and_responses_match_the_schema(client, mode):
-    exercised = _fuzz(client, mode, EXAMPLES)
-    assert "POST /forget-requests" in exercised and "POST /predict" in exercised
+def test_no_server_errors_and_responses_match_the_schema(any_client):
+    """On SQLite and PostgreSQL (which refuses what SQLite accepts, e.g. NUL characters)."""
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        exercised = _fuzz(any_client, mode, EXAMPLES)
+        assert "POST /forget-requests" in exercised and "POST /predict" in exercised
