@@ -230,3 +230,27 @@ def test_verify_and_export_over_http_and_cli(any_ctx, monkeypatch, tmp_path):
         assert tampered.exit_code == 1 and "entry seq 2" in tampered.output
     finally:
         get_settings.cache_clear()
+
+
+def test_migration_chains_entries_written_before_it(any_database_url):
+    from app.db.migrations import upgrade
+    from app.db.session import Database
+
+    upgrade(any_database_url, "0001")
+    database = Database(any_database_url)
+    try:
+        with database.engine.begin() as connection:
+            for index in range(3):
+                connection.execute(
+                    text("INSERT INTO audit_log (created_at, actor, action, details) "
+                         "VALUES (:at, 'old', 'model.registered', :details)"),
+                    {"at": f"2026-01-0{index + 1} 12:00:00.123456+00:00",
+                     "details": json.dumps({"n": index, "x": 0.1})})
+        upgrade(any_database_url)
+        with database.session() as session:
+            record(session, AuditAction.version_promoted, "new", model_version=1)
+        with database.session() as session:
+            result = verify_chain(session)
+        assert result.intact and result.entries_checked == 4
+    finally:
+        database.dispose()
