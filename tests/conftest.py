@@ -144,7 +144,7 @@ def api_key(ctx, *roles: str, name: str | None = None) -> str:
     roles = roles or ("admin",)
     with ctx.db.session() as session:
         _, token = create_key(session, name=name or f"test-{'-'.join(roles)}",
-                              roles=list(roles), created_by="test")
+                              roles=list(roles), created_by="test-setup")
     return token
 
 

@@ -14,7 +14,7 @@ def test_a_completed_request_leaves_a_full_trail(client):
     received, _, completed = reversed(entries)
     assert received["subject_reference"] == "GDPR-2026-0042"
     assert received["details"]["requested_by"] == "privacy.officer@example.com"
-    assert received["actor"].startswith("anonymous@")
+    assert received["actor"] == "test-admin"  # the API key's name (issue 5)
     assert completed["model_version"] == request["result_version"]
     assert completed["details"]["source_version"] == 1
     details = completed["details"]
@@ -38,7 +38,8 @@ def test_filters(client):
 
     future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()
     assert client.get("/audit-log", params={"since": future}).json()["items"] == []
-    assert len(client.get("/audit-log", params={"until": future}).json()["items"]) == 7
+    # 1 registration + the test key's creation (issue 5) + 2 x 3 request entries
+    assert len(client.get("/audit-log", params={"until": future}).json()["items"]) == 8
     naive = client.get("/audit-log", params={"since": "2026-01-01T00:00:00"})
     assert naive.status_code == 422 and naive.json()["error"]["field"] == "since"
     assert client.get("/audit-log", params={"action": "nonsense"}).status_code == 422
@@ -58,4 +59,5 @@ def test_cursor_pagination_walks_every_entry_once(client):
         if cursor is None:
             break
     assert seen == [e["id"] for e in everything["items"]]
-    assert len(seen) == len(set(seen)) == 10  # 1 registration + 3 x 3 request entries
+    # 1 registration + the test key's creation (issue 5) + 3 x 3 request entries
+    assert len(seen) == len(set(seen)) == 11

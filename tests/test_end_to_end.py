@@ -8,7 +8,7 @@ from app.db.migrations import upgrade
 from app.main import create_app
 from app.ml.training import TrainingRecipe, train_model
 from app.registry.registration import register_model
-from tests.conftest import make_settings
+from tests.conftest import authorized, make_settings
 
 
 @pytest.mark.slow
@@ -21,7 +21,7 @@ def test_forgetting_class_2_with_the_papers_alpha(tmp_path, mnist, feature_cache
     ctx = build_context(settings, data=data)
     register_model(ctx, model.state_dict(), model_card={"architecture": "mnist-cnn-v1"},
                    actor="e2e")
-    with TestClient(create_app(ctx)) as client:
+    with authorized(TestClient(create_app(ctx)), ctx) as client:
         base = client.get("/models/1/metrics").json()["test"]
         assert base["accuracy"] > 0.9
         request = client.post("/forget-requests?wait=true", json={

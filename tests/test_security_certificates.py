@@ -116,6 +116,7 @@ def test_signing_key_persists_and_its_path_is_configurable(ctx):
 
 
 def test_corrupted_artifact_is_refused_with_503_and_audited(any_client, any_ctx):
+    assert any_client.app.state.worker.warmed_up.wait(60)  # it loads version 1 at start
     with any_ctx.db.session() as session:
         from app.registry.models import ModelVersion
 

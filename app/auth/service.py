@@ -170,7 +170,9 @@ def ensure_security(ctx) -> str | None:
     """On start: make sure the certificate signing key exists, and with no API key at all
     create the first admin key (UNLEARN_BOOTSTRAP_ADMIN_KEY, or a random one). Returns a
     newly created admin key's token (to show once), else None."""
-    from sqlalchemy.exc import IntegrityError
+    import logging
+
+    from sqlalchemy.exc import DBAPIError, IntegrityError
 
     from app.certificates.service import get_signer
 
@@ -181,6 +183,9 @@ def ensure_security(ctx) -> str | None:
             token = ensure_bootstrap_admin(
                 session, configured.get_secret_value() if configured else None)
     except IntegrityError:  # another process bootstrapped at the same moment
+        return None
+    except DBAPIError as error:  # not migrated yet: /readyz says so; no key until it is
+        logging.getLogger("unlearn").warning("no API key bootstrap: %s", error.orig)
         return None
     if token is not None and configured is not None:
         return BOOTSTRAP_FROM_ENV
