@@ -37,6 +37,8 @@ serve: install
 
 run: bootstrap
 	@echo "Serving on http://$(HOST):$(PORT)  (OpenAPI docs: http://$(HOST):$(PORT)/docs)"
+	@echo "Calls need an API key: curl -H 'Authorization: Bearer <key>' http://$(HOST):$(PORT)/models"
+	@echo "  (the admin key printed above on first start; more: $(BIN)/unlearn keys create --name NAME --role ROLE)"
 	$(BIN)/unlearn serve --host $(HOST) --port $(PORT)
 
 worker: install

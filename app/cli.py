@@ -60,7 +60,8 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 
 @cli.command()
 def bootstrap() -> None:
-    """Register the shipped base model as version 1 if no version exists yet."""
+    """Register the shipped base model as version 1 if no version exists yet; with no API
+    key yet, create the first admin key and print it once."""
     from app.auth.service import announce_bootstrap_key, ensure_security
     from app.core.context import build_context
     from app.registry.registration import BaseModelError, ensure_base_version
@@ -70,10 +71,10 @@ def bootstrap() -> None:
     ctx = build_context(settings)
     try:
         row = ensure_base_version(ctx, settings.base_model_path)
+        token = ensure_security(ctx)  # the signing key and, the first time, an admin key
     except BaseModelError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
-        token = ensure_security(ctx)
     finally:
         ctx.close()
     if row is None:

@@ -34,11 +34,22 @@ def fresh_context(workdir: Path | None = None) -> ServiceContext:
         artifact_dir=workdir / "models",
         data_dir=DATA_DIR,
         cache_dir=ROOT / "var" / "cache",
+        signing_key_path=workdir / "signing-key.pem",
     )
     upgrade(settings.database_url)
     ctx = build_context(settings)
     ensure_base_version(ctx, BASE_WEIGHTS)
     return ctx
+
+
+def admin_headers(ctx: ServiceContext) -> dict[str, str]:
+    """An admin API key for the benchmark's requests (every route but health needs one)."""
+    from app.auth.service import create_key
+
+    with ctx.db.session() as session:
+        _, token = create_key(session, name="benchmark", roles=["admin"],
+                              created_by="benchmark")
+    return {"Authorization": f"Bearer {token}"}
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ import statistics
 import time
 
 import httpx
-from _common import RESULTS, fresh_context, percentile, serve
+from _common import RESULTS, admin_headers, fresh_context, percentile, serve
 
 from app.evaluation.service import named_set_masks
 from app.ml.training import TrainingRecipe, train_model
@@ -34,7 +34,8 @@ def main() -> None:
     body = {"classes": [2], "method": "output_dampening", "params": {"alpha": 0.01},
             "requested_by": "benchmark", "subject_reference": "BENCH"}
     latencies = []
-    with serve(ctx) as url, httpx.Client(base_url=url, timeout=120) as client:
+    with serve(ctx) as url, httpx.Client(base_url=url, timeout=120,
+                                              headers=admin_headers(ctx)) as client:
         first = client.post("/forget-requests?wait=true", json=body).json()  # warms caches
         assert first["status"] == "completed", first
         for i in range(args.requests):

@@ -16,7 +16,7 @@ import time
 import httpx
 import orjson
 import torch
-from _common import RESULTS, fresh_context, percentile, serve
+from _common import RESULTS, admin_headers, fresh_context, percentile, serve
 
 from app.registry.service import get_version
 
@@ -37,7 +37,7 @@ def main() -> None:
                                           for image in images]})
 
     single = orjson.dumps({"instances": [images[0, 0].tolist()]})
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **admin_headers(ctx)}
     raw_times, served_times, latencies = [], [], []
     with serve(ctx) as url, httpx.Client(base_url=url, timeout=60) as client:
         for _ in range(3):  # warm-up
