@@ -238,3 +238,13 @@ def test_keys_cli_create_list_revoke(ctx, monkeypatch):
             assert "revoked" in runner.invoke(cli, ["keys", "list"]).output
     finally:
         get_settings.cache_clear()
+
+
+def test_readme_shows_the_matrix_the_routes_enforce(ctx):
+    from pathlib import Path
+
+    from app.auth.deps import role_matrix_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert role_matrix_markdown(create_app(ctx)) in readme, (
+        "the README's role matrix is stale: paste the output of `unlearn keys matrix`")
