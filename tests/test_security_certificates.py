@@ -9,7 +9,6 @@ import json
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.audit.models import AuditEntry
 from app.certificates.service import verify_certificate
 from app.main import create_app
 from tests.conftest import api_key, forget_body

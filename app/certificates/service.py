@@ -26,6 +26,7 @@ from app.certificates.signing import (
     load_or_create_signer,
     load_public_key,
     public_key_bytes,
+    public_key_pem,
     verify_signature,
 )
 from app.core.context import ServiceContext
@@ -66,8 +67,6 @@ def get_signer(ctx: ServiceContext) -> Signer:
 
 
 def public_key_info(signer: Signer) -> dict[str, str]:
-    from app.certificates.signing import public_key_pem
-
     return {
         "algorithm": ALGORITHM,
         "public_key_pem": public_key_pem(signer.public_key),
