@@ -34,6 +34,7 @@ def service_env(settings, **overrides) -> dict[str, str]:
         "UNLEARN_DATA_DIR": str(DATA_DIR),
         "UNLEARN_DATA_SUBSET": SMALL_DATA_SUBSET,
         "UNLEARN_BASE_MODEL_PATH": str(settings.base_model_path),
+        "UNLEARN_SIGNING_KEY_PATH": str(settings.signing_key_path),
         "UNLEARN_LOG_LEVEL": "info",
         "OMP_NUM_THREADS": "1",  # several processes share two cores
     })

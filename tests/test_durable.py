@@ -22,7 +22,7 @@ from app.forgetting.worker import Notifier, Worker
 from app.main import create_app
 from app.registry import service as registry_service
 from app.registry.models import ModelVersion
-from tests.conftest import forget_body, make_ctx, make_settings
+from tests.conftest import authorized, forget_body, make_ctx, make_settings
 
 
 @pytest.fixture
@@ -217,7 +217,7 @@ def test_idempotency_key_posted_concurrently_files_one_request(client):
 
 def test_get_shows_attempts_worker_and_progress_while_running(make_durable_ctx):
     ctx = make_durable_ctx(test_execution_delay_s=3)
-    with TestClient(create_app(ctx)) as client:
+    with authorized(TestClient(create_app(ctx)), ctx) as client:
         request_id = client.post("/forget-requests", json=forget_body()).json()["id"]
         seen = None
         deadline = time.monotonic() + 20

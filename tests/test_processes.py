@@ -23,8 +23,8 @@ from app.forgetting.models import ForgetRequest
 from app.forgetting.schemas import ForgetRequestCreate
 from app.forgetting.service import submit_request
 from app.registry.models import ModelVersion
-from tests.conftest import _drop_postgres_database, _postgres_database, forget_body, make_ctx, \
-    make_settings
+from tests.conftest import _drop_postgres_database, _postgres_database, api_key, forget_body, \
+    make_ctx, make_settings
 from tests.processes import ApiProcess, start_worker, wait_for
 
 LEASE_S = 1.5  # short, so that recovery after a kill takes seconds
@@ -119,12 +119,14 @@ def test_killed_worker_request_completes_exactly_once_on_another(
 def test_killed_api_with_embedded_worker_completes_after_restart(
         tmp_path, sqlite_url, feature_cache_dir, small_data, trained_state):
     ctx = prepared(tmp_path, sqlite_url, feature_cache_dir, small_data, trained_state)
+    auth = {"Authorization": f"Bearer {api_key(ctx)}"}  # issue 5: calls carry a key
     api = ApiProcess(ctx.settings, tmp_path / "api-1.log", lease_s=LEASE_S,
                      test_execution_delay_s=60)
     restarted = None
     try:
         api.wait_ready()
-        response = httpx.post(f"{api.url}/forget-requests", json=forget_body(), timeout=10)
+        response = httpx.post(f"{api.url}/forget-requests", json=forget_body(), timeout=10,
+                              headers=auth)
         assert response.status_code == 202, response.text
         request_id = response.json()["id"]
         wait_for(lambda: running_with_progress(ctx, request_id), 60, "the embedded worker")
@@ -135,7 +137,8 @@ def test_killed_api_with_embedded_worker_completes_after_restart(
         restarted.wait_ready()
 
         def finished():
-            body = httpx.get(f"{restarted.url}/forget-requests/{request_id}", timeout=5).json()
+            body = httpx.get(f"{restarted.url}/forget-requests/{request_id}", timeout=5,
+                             headers=auth).json()
             return body if body["status"] in ("completed", "failed") else None
 
         body = wait_for(finished, 60, "the request to complete after the restart", 0.2)
@@ -162,6 +165,7 @@ def test_killed_api_with_embedded_worker_completes_after_restart(
 def test_three_workers_two_apis_thirty_requests_on_postgresql(
         tmp_path, postgres_url, feature_cache_dir, small_data, trained_state):
     ctx = prepared(tmp_path, postgres_url, feature_cache_dir, small_data, trained_state)
+    auth = {"Authorization": f"Bearer {api_key(ctx)}"}  # issue 5: calls carry a key
     apis = [ApiProcess(ctx.settings, tmp_path / f"api-{n}.log", embedded_worker="false")
             for n in range(2)]
     workers = [start_worker(ctx.settings, tmp_path / f"worker-{n}.log") for n in range(3)]
@@ -174,7 +178,8 @@ def test_three_workers_two_apis_thirty_requests_on_postgresql(
         def post(n: int) -> httpx.Response:
             body = forget_body(classes=[n % 10], params={"alpha": 0.5},
                                subject_reference=f"GDPR-{n:04d}")
-            return httpx.post(f"{apis[n % 2].url}/forget-requests", json=body, timeout=30)
+            return httpx.post(f"{apis[n % 2].url}/forget-requests", json=body, timeout=30,
+                              headers=auth)
 
         with ThreadPoolExecutor(30) as pool:
             responses = list(pool.map(post, range(30)))

@@ -14,7 +14,7 @@ import pytest
 
 from app.registry.artifacts import ArtifactIntegrityError, make_artifact_store, sha256_bytes
 from app.registry.s3_store import S3ArtifactStore
-from tests.conftest import _unavailable, forget_body, make_ctx, make_settings
+from tests.conftest import _unavailable, authorized, forget_body, make_ctx, make_settings
 from tests.processes import free_port
 
 
@@ -92,7 +92,7 @@ def test_forget_request_with_artifacts_in_s3(tmp_path, database_url, feature_cac
     assert isinstance(make_artifact_store(settings), S3ArtifactStore)
     ctx = make_ctx(settings, small_data, trained_state)
     try:
-        with TestClient(create_app(ctx)) as client:
+        with authorized(TestClient(create_app(ctx)), ctx) as client:
             done = client.post("/forget-requests?wait=true", json=forget_body()).json()
             assert done["status"] == "completed", done["error"]
             version = client.get(f"/models/{done['result_version']}").json()

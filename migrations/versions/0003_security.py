@@ -1,7 +1,7 @@
 """security: API keys, the audit log's hash chain, append-only triggers
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002 (written against 0001; re-chained after 0002 landed on main)
 Create Date: 2026-11-26 14:30:00
 
 Existing audit entries are chained in id order, then the columns become NOT NULL and
@@ -17,7 +17,7 @@ from alembic import op
 from app.audit.chain import GENESIS_HASH, entry_hash
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
