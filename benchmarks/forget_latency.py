@@ -34,8 +34,8 @@ def main() -> None:
     body = {"classes": [2], "method": "output_dampening", "params": {"alpha": 0.01},
             "requested_by": "benchmark", "subject_reference": "BENCH"}
     latencies = []
-    with serve(ctx) as url, httpx.Client(base_url=url, timeout=120,
-                                              headers=admin_headers(ctx)) as client:
+    headers = admin_headers(ctx)  # before serving, so no bootstrap key is printed
+    with serve(ctx) as url, httpx.Client(base_url=url, timeout=120, headers=headers) as client:
         first = client.post("/forget-requests?wait=true", json=body).json()  # warms caches
         assert first["status"] == "completed", first
         for i in range(args.requests):
