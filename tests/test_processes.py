@@ -210,4 +210,10 @@ def test_three_workers_two_apis_thirty_requests_on_postgresql(
         assert [a for a, _ in audit_actions(ctx, request_id)] == [
             "forget_request.received", "forget_request.started", "forget_request.completed",
         ]
+    # Issue 5: five processes appended concurrently, and the audit log is one intact chain.
+    from app.audit.service import verify_chain
+
+    with ctx.db.session() as session:
+        chain = verify_chain(session)
+    assert chain.intact and chain.entries_checked >= 1 + 30 * 3, chain.describe()
     ctx.close()
