@@ -15,6 +15,7 @@ from app.audit.routes import router as audit_router
 from app.auth.routes import router as auth_router
 from app.auth.service import announce_bootstrap_key, ensure_security
 from app.certificates.routes import router as certificates_router
+from app.console.routes import mount_console
 from app.core.config import get_settings
 from app.core.context import ServiceContext, build_context
 from app.forgetting.routes import router as forgetting_router
@@ -69,4 +70,5 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         app.include_router(router, responses=ERROR_RESPONSES)
     app.add_middleware(BodySizeLimitMiddleware,
                        max_bytes=(ctx.settings if ctx else get_settings()).max_body_bytes)
+    mount_console(app)  # the review console's pages under /console
     return app

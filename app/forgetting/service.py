@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import uuid
@@ -160,8 +161,11 @@ def get_request(session: Session, request_id: str) -> ForgetRequest:
 
 def list_requests(session: Session, *, limit: int, before: tuple | None = None,
                   status: str | None = None, subject_reference: str | None = None,
-                  method: str | None = None) -> tuple[list[ForgetRequest], ForgetRequest | None]:
-    """Newest first. ``before`` is the (created_at, id) of the last item of the previous page."""
+                  method: str | None = None, created_since: dt.datetime | None = None,
+                  created_until: dt.datetime | None = None,
+                  ) -> tuple[list[ForgetRequest], ForgetRequest | None]:
+    """Newest first. ``before`` is the (created_at, id) of the last item of the previous page.
+    ``created_since`` is inclusive, ``created_until`` exclusive."""
     statement = (
         select(ForgetRequest)
         .order_by(ForgetRequest.created_at.desc(), ForgetRequest.id.desc())
@@ -179,6 +183,10 @@ def list_requests(session: Session, *, limit: int, before: tuple | None = None,
         statement = statement.where(ForgetRequest.subject_reference == subject_reference)
     if method is not None:
         statement = statement.where(ForgetRequest.method == method)
+    if created_since is not None:
+        statement = statement.where(ForgetRequest.created_at >= created_since)
+    if created_until is not None:
+        statement = statement.where(ForgetRequest.created_at < created_until)
     rows = list(session.scalars(statement))
     if len(rows) > limit:
         return rows[:limit], rows[limit - 1]

@@ -1,0 +1,294 @@
+"""The review console through httpx: login, cookie and CSRF, the pages, plots, the α sweep
+and role hiding. The same flows in a real browser are in test_console_browser.py."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.console import auth
+from app.main import create_app
+
+CONSOLE_KEY = "console-test-key-0123456789"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def console(ctx, monkeypatch):
+    monkeypatch.setenv("UNLEARN_CONSOLE_KEY", CONSOLE_KEY)
+    with TestClient(create_app(ctx), follow_redirects=False) as client:
+        yield client
+
+
+def hidden(html: str, name: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert match, f"no hidden field {name}"
+    return match.group(1)
+
+
+def log_in(client: TestClient, key: str = CONSOLE_KEY, next_path: str = "/console/models"):
+    form = client.get("/console/login", params={"next": next_path})
+    assert form.status_code == 200
+    return client.post("/console/login", data={
+        "api_key": key, "login_token": hidden(form.text, "login_token"), "next": next_path})
+
+
+def csrf_of(client: TestClient, path: str = "/console/models") -> str:
+    return hidden(client.get(path).text, "csrf_token")
+
+
+def file_via_form(client: TestClient, **fields) -> object:
+    data = {"csrf_token": csrf_of(client), "method": "output_dampening",
+            "param.output_dampening.alpha": "0.01", "classes": ["2"],
+            "requested_by": "officer@example.com", "subject_reference": "GDPR-CONSOLE-1",
+            "reason": "test", "model_version": ""}
+    data.update(fields)
+    return client.post("/console/forget-requests", data=data)
+
+
+def wait_completed(client: TestClient, request_id: str) -> dict:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        state = client.get(f"/console/forget-requests/{request_id}/status").json()
+        if state["finished"]:
+            return state
+        time.sleep(0.05)
+    raise AssertionError("request did not finish")
+
+
+def test_pages_need_a_login_and_the_right_key(console):
+    response = console.get("/console/models")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/login?next=%2Fconsole%2Fmodels"
+    assert console.get("/console/plots/versions/1/confusion.png").status_code == 401
+
+    refused = log_in(console, key="wrong-key-000000")
+    assert refused.status_code == 401
+    assert auth.SESSION_COOKIE not in refused.cookies
+    assert "does not open the console" in refused.text
+
+    accepted = log_in(console)
+    assert accepted.status_code == 303 and accepted.headers["location"] == "/console/models"
+    cookie = accepted.headers["set-cookie"]
+    assert f"{auth.SESSION_COOKIE}=" in cookie
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    assert "Path=/console" in cookie
+    page = console.get("/console/models")
+    assert page.status_code == 200
+    assert "v1" in page.text and "production" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_login_needs_its_form_token_and_redirects_only_inside_the_console(console):
+    response = console.post("/console/login", data={"api_key": CONSOLE_KEY,
+                                                     "login_token": "forged", "next": "/"})
+    assert response.status_code == 403
+    assert auth.SESSION_COOKIE not in response.cookies
+    outside = log_in(console, next_path="https://evil.example/")
+    assert outside.headers["location"] == "/console/"
+
+
+def test_tampered_or_expired_cookie_is_a_logged_out_caller(console, monkeypatch):
+    log_in(console)
+    value = console.cookies.get(auth.SESSION_COOKIE)
+    payload, signature = value.split(".")
+    console.cookies.set(auth.SESSION_COOKIE, payload + "." + signature[::-1], path="/console")
+    assert console.get("/console/models").status_code == 303
+
+    console.cookies.clear()
+    log_in(console)
+    assert console.get("/console/models").status_code == 200
+    monkeypatch.setattr(console.app.state.console.signer, "max_age_s", 0.0)
+    time.sleep(1.1)  # the cookie's timestamp has one-second resolution
+    assert console.get("/console/models").status_code == 303
+
+
+def test_posts_without_the_csrf_token_are_refused(console):
+    log_in(console)
+    response = file_via_form(console, csrf_token="")
+    assert response.status_code == 403
+    assert "CSRF" in response.text
+    response = file_via_form(console, csrf_token="not-the-token")
+    assert response.status_code == 403
+    cross_site = console.post("/console/forget-requests",
+                              data={"csrf_token": csrf_of(console), "method": "x"},
+                              headers={"origin": "https://evil.example"})
+    assert cross_site.status_code == 403
+    assert console.get("/forget-requests").json()["items"] == []
+    # The predict call takes its token in a header.
+    instance = [[0.0] * 28 for _ in range(28)]
+    denied = console.post("/console/try/predict", json={"versions": [1], "instances": [instance]})
+    assert denied.status_code == 403
+    # Logging out needs the token too.
+    assert console.post("/console/logout", data={"csrf_token": "bad"}).status_code == 403
+    out = console.post("/console/logout", data={"csrf_token": csrf_of(console)})
+    assert out.status_code == 303
+    assert console.get("/console/models").status_code == 303
+
+
+def test_file_a_request_through_the_form_and_review_it(console, client):
+    log_in(console)
+    response = file_via_form(console)
+    assert response.status_code == 303, response.text
+    request_id = response.headers["location"].rsplit("/", 1)[1]
+    state = wait_completed(console, request_id)
+    assert state["status"] == "completed" and state["result_version"] == 2
+
+    api_view = console.get(f"/forget-requests/{request_id}").json()
+    assert api_view["classes"] == [2] and api_view["params"] == {"alpha": 0.01}
+    assert api_view["requested_by"] == "officer@example.com"
+
+    page = console.get(f"/console/forget-requests/{request_id}")
+    assert page.status_code == 200
+    after = api_view["metrics"]["after"]
+    assert f"{100 * after['forget']['accuracy']:.2f}%" in page.text
+    assert "Forgetting Efficiency" in page.text and "Retention Score" in page.text
+    for kind in ("per-class", "confusion-before", "confusion-after"):
+        assert f"/console/plots/forget-requests/{request_id}/{kind}.png" in page.text
+        plot = console.get(f"/console/plots/forget-requests/{request_id}/{kind}.png")
+        assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
+        assert plot.content.startswith(PNG_SIGNATURE) and len(plot.content) > 5000
+    # Cached: the second answer is the same bytes.
+    again = console.get(f"/console/plots/forget-requests/{request_id}/per-class.png")
+    assert again.content == console.get(
+        f"/console/plots/forget-requests/{request_id}/per-class.png").content
+
+    # The audit log shows the request's entries, and the actor is the console user.
+    audit = console.get("/console/audit", params={"forget_request_id": request_id})
+    assert audit.status_code == 200
+    for action in ("forget_request.received", "forget_request.started",
+                   "forget_request.completed"):
+        assert f'data-action="{action}" data-request-id="{request_id}"' in audit.text
+    assert "console:console" in audit.text
+    exported = console.get("/console/audit/export",
+                           params={"format": "jsonl", "forget_request_id": request_id})
+    lines = exported.text.strip().splitlines()
+    assert len(lines) == 3 and all(request_id in line for line in lines)
+    as_csv = console.get("/console/audit/export", params={"format": "csv"})
+    assert as_csv.text.splitlines()[0].startswith("id,created_at,actor,action")
+
+    listing = console.get("/console/forget-requests", params={"status": "completed"})
+    assert request_id in listing.text
+    assert request_id not in console.get("/console/forget-requests",
+                                         params={"status": "failed"}).text
+    assert request_id not in console.get("/console/forget-requests",
+                                         params={"since": "2999-01-01T00:00"}).text
+
+    tree = console.get("/console/models").text
+    assert '<a class="version" href="/console/models/2">v2</a>' in tree
+    assert f"/console/forget-requests/{request_id}" in tree
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"param.output_dampening.alpha": "1.5"}, "params.alpha"),
+    ({"param.output_dampening.alpha": "abc"}, "params.alpha"),
+    ({"classes": []}, "classes"),
+    ({"subject_reference": ""}, "subject_reference"),
+    ({"method": "magic"}, "method"),
+    ({"sample_ids": "1 two 3", "classes": []}, "sample_ids"),
+    ({"model_version": "99"}, "model_version"),
+])
+def test_bad_form_input_is_shown_with_its_field_and_files_nothing(console, fields, field):
+    log_in(console)
+    response = file_via_form(console, **fields)
+    assert response.status_code in (404, 422), response.text
+    assert f"<code>{field}</code>" in response.text
+    assert 'id="request-form"' in response.text  # the form again, with what was typed
+    assert console.get("/forget-requests").json()["items"] == []
+
+
+def test_version_page_plots_and_tables(console, ctx):
+    log_in(console)
+    page = console.get("/console/models/1")
+    assert page.status_code == 200
+    assert 'alt="Bar chart of version 1' in page.text and 'alt="Heatmap of version 1' in page.text
+    assert "Table view" in page.text
+    for kind in ("per-class", "confusion"):
+        plot = console.get(f"/console/plots/versions/1/{kind}.png")
+        assert plot.content.startswith(PNG_SIGNATURE) and len(plot.content) > 5000
+    assert console.get("/console/models/7").status_code == 404
+    assert console.get("/console/plots/versions/1/nope.png").status_code == 404
+    assert console.get("/console/models/abc").status_code == 422
+
+
+def test_alpha_sweep_matches_a_real_forget_request(console, client):
+    """The sweep's α = 0.01 point for class 2 of v1 is what an actual request measures."""
+    log_in(console)
+    request = client.post("/forget-requests?wait=true", json={
+        "classes": [2], "method": "output_dampening", "params": {"alpha": 0.01},
+        "requested_by": "x", "subject_reference": "y"}).json()
+    after = request["metrics"]["after"]
+    before = request["metrics"]["before"]
+    from app.console.sweep import alpha_sweep
+    from app.registry.service import get_version
+
+    ctx = console.app.state.ctx
+    with ctx.db.session() as session:
+        version = get_version(session, ctx.model_name, 1)
+    rows = {row["alpha"]: row for row in alpha_sweep(ctx, version, 2, (1.0, 0.01))}
+    for name in ("forget", "retain", "test_forget", "test_retain"):
+        assert rows[0.01][name]["accuracy"] == pytest.approx(after[name]["accuracy"], abs=1e-6)
+        assert rows[0.01][name]["loss"] == pytest.approx(after[name]["loss"], rel=1e-4)
+        assert rows[1.0][name]["accuracy"] == pytest.approx(before[name]["accuracy"], abs=1e-6)
+    assert rows[0.01]["forgetting_efficiency"] == pytest.approx(after["forgetting_efficiency"],
+                                                                rel=1e-4)
+
+    page = console.get("/console/sweep", params={"version": 1, "class": 2,
+                                                 "alphas": "1, 0.1, 0.01"})
+    assert page.status_code == 200
+    assert page.text.count("<tr>", page.text.index('id="sweep-table"')) == 4  # head + 3
+    assert f"{100 * after['forget']['accuracy']:.2f}%" in page.text
+    plot_url = re.search(r'src="(/console/plots/sweep/[^"]+)"', page.text).group(1)
+    plot = console.get(plot_url.replace("&amp;", "&"))
+    assert plot.content.startswith(PNG_SIGNATURE) and len(plot.content) > 5000
+    bad = console.get("/console/sweep", params={"version": 1, "class": 2, "alphas": "2"})
+    assert bad.status_code == 422 and "<code>alphas</code>" in bad.text
+    assert console.get("/console/sweep", params={"version": 1, "class": 12}).status_code == 422
+
+
+def test_try_it_predicts_with_two_versions(console, client, small_data):
+    log_in(console)
+    client.post("/forget-requests?wait=true", json={
+        "classes": [1], "method": "output_dampening", "params": {"alpha": 0.01},
+        "requested_by": "x", "subject_reference": "y"})
+    token = csrf_of(console, "/console/try")
+    ones = (small_data.test_labels == 1).nonzero().flatten()
+    image = small_data.test_images[int(ones[0]), 0].tolist()
+    response = console.post("/console/try/predict", json={"versions": [1, 2], "instances": [image]},
+                            headers={"x-csrf-token": token})
+    assert response.status_code == 200, response.text
+    before, after = response.json()["predictions"]
+    assert before["version"] == 1 and before["label"] == 1
+    assert after["version"] == 2 and after["label"] != 1 and after["forgotten_classes"] == [1]
+    assert after["probabilities"][1] < before["probabilities"][1]
+    bad = console.post("/console/try/predict", json={"versions": [1], "instances": [[[2.0] * 28] * 28]},
+                       headers={"x-csrf-token": token})
+    assert bad.status_code == 422
+    missing = console.post("/console/try/predict", json={"versions": [9], "instances": [image]},
+                           headers={"x-csrf-token": token})
+    assert missing.status_code == 404 and missing.json()["error"]["field"] == "versions[0]"
+
+
+def test_a_role_sees_only_its_pages(console, monkeypatch):
+    """With a client-only key, the console hides and refuses what that role may not see."""
+    log_in(console)
+    monkeypatch.setattr(auth, "authenticate_key", lambda request, key: auth.Principal(
+        name="kiosk", roles=frozenset({"client"})))
+    models = console.get("/console/models")
+    assert models.status_code == 200
+    assert 'href="/console/try"' in models.text
+    for hidden_link in ("/console/audit", "/console/forget-requests", "/console/sweep"):
+        assert f'href="{hidden_link}"' not in models.text
+    for path in ("/console/audit", "/console/forget-requests", "/console/forget-requests/new",
+                 "/console/models/1", "/console/sweep"):
+        assert console.get(path).status_code == 403, path
+    assert console.get("/console/plots/versions/1/confusion.png").status_code == 403
+    assert console.get("/console/audit/export").status_code == 403
+
+
+def test_console_stays_out_of_the_api_schema(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert not [path for path in paths if path.startswith("/console")]
