@@ -159,7 +159,7 @@
     card.dataset.label = String(answer.label);
     card.querySelectorAll("tr[data-class]").forEach((row) => {
       const p = answer.probabilities[Number(row.dataset.class)];
-      row.querySelector(".bar").style.width = `${Math.round(p * 150)}px`;
+      row.querySelector(".bar").style.width = `${Math.round(p * 140)}px`;
       row.querySelector(".value").textContent = `${(100 * p).toFixed(1)}%`;
       row.classList.toggle("top", Number(row.dataset.class) === answer.label);
     });
