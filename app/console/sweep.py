@@ -3,9 +3,9 @@ class, as output dampening would leave them.
 
 Dampening changes only the output layer, so every alpha shares the version's cached
 penultimate features (computed once per backbone, then read from the evaluator's cache):
-one pass of the output layer gives all logits, and since scaling the class's weight row
-and bias by alpha scales exactly that class's logit by alpha, each point is a column
-rescale and a metric pass, milliseconds each.
+one pass of the output layer gives all 70,000 logits, and since scaling the class's
+weight row and bias by alpha scales exactly that class's logit by alpha, each point is a
+column rescale and the evaluator's masked reductions.
 """
 
 from __future__ import annotations
@@ -16,9 +16,14 @@ import torch
 
 from app.core.context import ServiceContext
 from app.core.errors import InvalidInputError
-from app.evaluation.metrics import forgetting_efficiency, retention_score, set_metrics
+from app.evaluation.metrics import (
+    Outcomes,
+    forgetting_efficiency,
+    outcome_metrics,
+    retention_score,
+)
 from app.evaluation.service import NAMED_SETS, named_set_masks
-from app.ml.network import NUM_CLASSES
+from app.ml.network import NUM_CLASSES, OUTPUT_LAYER
 from app.registry.models import ModelVersion
 from app.unlearning.base import ForgetTarget
 
@@ -55,22 +60,28 @@ def alpha_sweep(ctx: ServiceContext, version: ModelVersion, forgotten_class: int
         raise InvalidInputError(f"class: {forgotten_class} is outside 0-9", "class")
     data = ctx.data.get()
     model = ctx.models.get(version)
-    train_logits, test_logits = ctx.evaluator.logits(model, version.backbone_sha256, data)
+    features = ctx.evaluator.feature_cache.get(version.backbone_sha256, model, data, ctx.device)
+    layer = getattr(model, OUTPUT_LAYER)
+    weight, bias = layer.weight.detach().cpu(), layer.bias.detach().cpu()
+    logits = {
+        "train": (torch.addmm(bias, features.train, weight.T).to(torch.float64),
+                  data.train_labels),
+        "test": (torch.addmm(bias, features.test, weight.T).to(torch.float64),
+                 data.test_labels),
+    }
     masks = named_set_masks(data, ForgetTarget(classes=(forgotten_class,)))
-    # Each named set's logits, cut out once; every alpha then rescales one column.
-    sets = {}
-    for name in NAMED_SETS:
-        logits, labels = ((test_logits, data.test_labels) if name.startswith("test")
-                          else (train_logits, data.train_labels))
-        sets[name] = (logits[masks[name]].to(torch.float64), labels[masks[name]])
     rows = []
     for alpha in alphas:
-        row: dict = {"alpha": alpha}
-        for name, (logits, labels) in sets.items():
+        outcomes = {}
+        for part, (part_logits, labels) in logits.items():
             # Scaling the class's weight row and bias by alpha scales its logit by alpha.
-            scaled = logits.clone()
+            scaled = part_logits.clone()
             scaled[:, forgotten_class] *= alpha
-            metrics = set_metrics(scaled, labels)
+            outcomes[part] = Outcomes.from_logits(scaled, labels)
+        row: dict = {"alpha": alpha}
+        for name in NAMED_SETS:
+            metrics = outcome_metrics(outcomes["test" if name.startswith("test") else "train"],
+                                      masks[name])
             row[name] = None if metrics is None else {
                 "accuracy": metrics["accuracy"], "loss": metrics["loss"],
                 "count": metrics["count"],
