@@ -292,3 +292,48 @@ def test_a_role_sees_only_its_pages(console, monkeypatch):
 def test_console_stays_out_of_the_api_schema(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert not [path for path in paths if path.startswith("/console")]
+
+
+def test_a_failed_request_shows_its_reason_and_no_plots(console, monkeypatch):
+    from app.unlearning import output_dampening
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("simulated method failure")
+
+    monkeypatch.setattr(output_dampening.OutputDampening, "forget", explode)
+    log_in(console)
+    request_id = file_via_form(console).headers["location"].rsplit("/", 1)[1]
+    assert wait_completed(console, request_id)["status"] == "failed"
+    page = console.get(f"/console/forget-requests/{request_id}")
+    assert "simulated method failure" in page.text
+    assert "/plots/" not in page.text
+    assert console.get(f"/console/plots/forget-requests/{request_id}/per-class.png"
+                       ).status_code == 404
+
+
+def test_audit_page_shows_the_chain_verification_where_there_is_one(console, monkeypatch):
+    from dataclasses import dataclass
+
+    from app.audit import service as audit_service
+
+    log_in(console)
+    assert "not available" in console.get("/console/audit").text
+
+    @dataclass
+    class Verification:  # the shape of the security work's result
+        intact: bool
+        entries_checked: int
+        head_hash: str
+        reason: str | None = None
+
+        def describe(self) -> str:
+            return f"BROKEN: {self.reason}"
+
+    monkeypatch.setattr(audit_service, "verify_chain", lambda session: Verification(
+        True, 1, "ab" * 32), raising=False)
+    page = console.get("/console/audit").text
+    assert 'id="chain-ok"' in page and "1 entries" in page
+    monkeypatch.setattr(audit_service, "verify_chain", lambda session: Verification(
+        False, 1, "ab" * 32, "entry 1 was changed"), raising=False)
+    page = console.get("/console/audit").text
+    assert 'id="chain-broken"' in page and "entry 1 was changed" in page

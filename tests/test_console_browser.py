@@ -151,7 +151,11 @@ def draw_stroke(page, points: list[tuple[float, float]]) -> None:
     page.mouse.up()
 
 
-def test_review_flow_in_a_real_browser(live_console, page, monkeypatch):
+def test_review_flow_in_a_real_browser(live_console, page, monkeypatch, small_data,
+                                       tmp_path):
+    import torch
+    from PIL import Image
+
     from app.unlearning import output_dampening
 
     # Slow the method down a little, so that the page is seen following a running request.
@@ -231,6 +235,18 @@ def test_review_flow_in_a_real_browser(live_console, page, monkeypatch):
     assert before_label == "1", f"version 1 read the drawn 1 as {before_label}"
     assert after_label != "1" and after_one < before_one
     screenshot(page, "try-it", for_docs=True)
+
+    # Or load a PNG: a real test image of a 1, as a dark-on-light picture (inverted by
+    # the page, as MNIST digits are light on dark), larger than 28x28.
+    ones = (small_data.test_labels == 1).nonzero().flatten()
+    pixels = (255 - small_data.test_images[int(ones[0]), 0] * 255).to(torch.uint8).numpy()
+    png = tmp_path / "one.png"
+    Image.fromarray(pixels).resize((112, 112)).save(png)
+    page.evaluate("document.getElementById('try').dataset.predicted = 'false'")
+    page.set_input_files("#upload", str(png))
+    page.wait_for_selector("#try[data-predicted=true]", timeout=15000)
+    assert page.get_attribute("#answer-left", "data-label") == "1"
+    assert page.get_attribute("#answer-right", "data-label") != "1"
 
     # The α sweep for the forgotten class.
     page.goto(f"{base}/console/sweep?version=1&class=1")

@@ -5,6 +5,7 @@ functions, with the console user as the actor."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -131,7 +132,6 @@ def _context(request: Request, **values: Any) -> dict:
         "principal": principal,
         "csrf_token": session.csrf_token if session else "",
         "may": (lambda page: bool(principal and principal.may(page))),
-        "single_user": True,
         **values,
     }
 
@@ -490,17 +490,32 @@ def audit_page(request: Request, action: AuditQuery = None, actor: AuditQuery = 
 
 
 def _chain_status(session) -> dict | None:
-    """The audit chain's verification, where the security issue's hash chain exists."""
+    """The audit chain's verification, where the service keeps a hash chain (the security
+    work's ``verify_chain``); None where it does not."""
     verify = getattr(audit_service, "verify_chain", None)
     if verify is None:
         return None
     try:
         result = verify(session)
     except Exception as error:  # a failure to verify is itself worth showing
+        logger.exception("audit chain verification failed")
         return {"ok": False, "message": f"verification failed: {error}"}
-    if isinstance(result, BaseModel):
-        result = result.model_dump()
-    return result if isinstance(result, dict) else {"ok": bool(result), "message": str(result)}
+    if hasattr(result, "to_dict"):
+        facts = result.to_dict()
+    elif isinstance(result, BaseModel):
+        facts = result.model_dump()
+    elif dataclasses.is_dataclass(result):
+        facts = dataclasses.asdict(result)
+    else:
+        facts = dict(result) if isinstance(result, dict) else {"ok": bool(result)}
+    describe = getattr(result, "describe", None)
+    return {
+        "ok": bool(facts.get("intact", facts.get("ok"))),
+        "count": facts.get("entries_checked", facts.get("count")),
+        "head_hash": facts.get("head_hash"),
+        "message": describe() if callable(describe) else (facts.get("reason")
+                                                           or facts.get("message") or ""),
+    }
 
 
 @data.get("/audit/export")

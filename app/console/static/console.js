@@ -101,10 +101,12 @@
         }
         context.putImageData(pixels, 0, 0);
       }
-      URL.revokeObjectURL(image.src);
       predict();
     };
-    image.src = URL.createObjectURL(file);
+    // A data: URL, because the page's Content-Security-Policy admits no blob: images.
+    const reader = new FileReader();
+    reader.onload = () => { image.src = reader.result; };
+    reader.readAsDataURL(file);
   });
 
   // MNIST's own preprocessing: fit the digit's bounding box into 20x20, then place it in
