@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as dt
+import hashlib
 import io
 import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -29,6 +32,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field, ValidationError
 
+from app.api.pagination import decode_cursor, encode_cursor
 from app.audit import service as audit_service
 from app.audit.service import AuditAction, AuditFilter
 from app.console import auth, plots, views
@@ -104,8 +108,6 @@ class _DataRoute(_ConsoleRoute):
 
 
 def _quote(text: str) -> str:
-    from urllib.parse import quote
-
     return quote(text, safe="")
 
 
@@ -279,8 +281,6 @@ def requests_page(
                "method": method or "", "since": since or "", "until": until or ""}
     next_cursor = None
     if last is not None:
-        from app.api.pagination import encode_cursor
-
         next_cursor = encode_cursor([last.created_at.isoformat(), last.id])
     return templates.TemplateResponse(request, "requests.html", _context(
         request, rows=[views.request_summary(row) for row in rows], filters=filters,
@@ -289,10 +289,6 @@ def requests_page(
 
 
 def _decode_request_cursor(cursor: str | None):
-    import datetime as dt
-
-    from app.api.pagination import decode_cursor
-
     decoded = decode_cursor(cursor or None)
     if decoded is None:
         return None
@@ -465,8 +461,6 @@ def audit_page(request: Request, action: AuditQuery = None, actor: AuditQuery = 
                forget_request_id: AuditQuery = None, since: AuditQuery = None,
                until: AuditQuery = None, cursor: AuditQuery = None) -> Response:
     auth.require(request, "audit")
-    from app.api.pagination import decode_cursor, encode_cursor
-
     filters = _audit_filter(action, actor, subject_reference, model_version, forget_request_id,
                             since, until)
     before_id = decode_cursor(cursor or None)
@@ -480,8 +474,6 @@ def audit_page(request: Request, action: AuditQuery = None, actor: AuditQuery = 
               "subject_reference": subject_reference or "", "model_version": model_version or "",
               "forget_request_id": forget_request_id or "", "since": since or "",
               "until": until or ""}
-    from urllib.parse import urlencode
-
     query = urlencode({k: v for k, v in values.items() if v})
     return templates.TemplateResponse(request, "audit.html", _context(
         request, rows=rows, values=values, actions=[a.value for a in AuditAction],
@@ -693,8 +685,6 @@ def sweep_plot(request: Request, version: int, digit: int,
     with ctx.db.session() as session:
         row = registry_service.get_version(session, ctx.model_name, version)
     parsed = parse_alphas(alphas)
-    import hashlib
-
     data_key = hashlib.sha256(ctx.data.get().checksum.encode()).hexdigest()[:12]
     alpha_key = hashlib.sha256(repr(parsed).encode()).hexdigest()[:12]
     key = f"sweep-{row.artifact_sha256[:24]}-{data_key}-{digit}-{alpha_key}"

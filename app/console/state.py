@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
 from app.console.plots import PlotCache
 from app.console.settings import ConsoleSettings
+
+if TYPE_CHECKING:
+    from app.console.auth import SessionSigner
 
 _lock = threading.Lock()
 
@@ -19,7 +23,7 @@ _lock = threading.Lock()
 @dataclass
 class ConsoleState:
     settings: ConsoleSettings
-    signer: "SessionSigner"  # noqa: F821 - app.console.auth
+    signer: SessionSigner
     plot_cache: PlotCache
 
 
