@@ -36,7 +36,7 @@ serve: install
 	$(BIN)/unlearn serve --host $(HOST) --port $(PORT)
 
 run: bootstrap
-	@echo "Serving on http://$(HOST):$(PORT)  (OpenAPI docs: http://$(HOST):$(PORT)/docs)"
+	@echo "Serving on http://$(HOST):$(PORT)  (OpenAPI docs: http://$(HOST):$(PORT)/docs; review console: http://$(HOST):$(PORT)/console/)"
 	@echo "Calls need an API key: curl -H 'Authorization: Bearer <key>' http://$(HOST):$(PORT)/models"
 	@echo "  (the admin key printed above on first start; more: $(BIN)/unlearn keys create --name NAME --role ROLE)"
 	$(BIN)/unlearn serve --host $(HOST) --port $(PORT)

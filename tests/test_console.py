@@ -337,3 +337,27 @@ def test_audit_page_shows_the_chain_verification_where_there_is_one(console, mon
         False, 1, "ab" * 32, "entry 1 was changed"), raising=False)
     page = console.get("/console/audit").text
     assert 'id="chain-broken"' in page and "entry 1 was changed" in page
+
+
+def test_audit_log_pages_and_filters(console, ctx):
+    from app.audit.service import AuditAction, record
+
+    with ctx.db.session() as session:
+        for number in range(30):
+            record(session, AuditAction.version_promoted, f"tester-{number % 2}",
+                   model_name=ctx.model_name, model_version=1, details={"n": number})
+    log_in(console)
+    first = console.get("/console/audit")
+    assert first.text.count('data-action="model.promoted"') == 25
+    next_link = re.search(r'href="\?([^"]+)" id="audit-next"', first.text)
+    assert next_link
+    second = console.get("/console/audit?" + next_link.group(1).replace("&amp;", "&"))
+    # 30 promotions and the registration, 25 per page.
+    assert second.text.count("<tr data-action=") == 6
+    assert 'id="audit-next"' not in second.text
+    only = console.get("/console/audit", params={"actor": "tester-1"})
+    assert only.text.count('data-action="model.promoted"') == 15
+    assert "tester-0" not in only.text.split('id="audit-list"')[1]
+    bad = console.get("/console/audit", params={"since": "yesterday"})
+    assert bad.status_code == 422 and "<code>since</code>" in bad.text
+    assert console.get("/console/audit", params={"action": "nope"}).status_code == 422
