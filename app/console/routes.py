@@ -637,7 +637,7 @@ def version_plot(request: Request, version: int, kind: str) -> Response:
     test = (row.metrics or {}).get("test")
     if test is None or kind not in ("per-class", "confusion"):
         raise NotFoundError(f"no {kind} plot for version {version}")
-    key = f"version-{row.artifact_sha256[:24]}-{kind}"
+    key = f"version-{row.version}-{row.artifact_sha256[:24]}-{kind}"
     if kind == "per-class":
         render = lambda: plots.per_class_bars(  # noqa: E731
             {f"v{version}": test["per_class_accuracy"]},
