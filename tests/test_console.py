@@ -361,3 +361,21 @@ def test_audit_log_pages_and_filters(console, ctx):
     bad = console.get("/console/audit", params={"since": "yesterday"})
     assert bad.status_code == 422 and "<code>since</code>" in bad.text
     assert console.get("/console/audit", params={"action": "nope"}).status_code == 422
+
+
+def test_an_auditor_reads_but_cannot_file(console, monkeypatch):
+    log_in(console)
+    token = csrf_of(console)
+    monkeypatch.setattr(auth, "authenticate_key", lambda request, key: auth.Principal(
+        name="auditor-1", roles=frozenset({"auditor"})))
+    listing = console.get("/console/forget-requests")
+    assert listing.status_code == 200
+    assert "/console/forget-requests/new" not in listing.text
+    assert console.get("/console/audit").status_code == 200
+    assert console.get("/console/forget-requests/new").status_code == 403
+    refused = console.post("/console/forget-requests", data={
+        "csrf_token": token, "method": "output_dampening", "classes": ["2"],
+        "param.output_dampening.alpha": "0.01", "requested_by": "a", "subject_reference": "b"})
+    assert refused.status_code == 403
+    assert console.get("/forget-requests").json()["items"] == []
+    assert console.get("/console/try").status_code == 403
