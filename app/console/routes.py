@@ -118,8 +118,11 @@ def _title(status: int) -> str:
 
 def _error(request: Request, html: bool, status: int, title: str, message: str,
            field: str | None = None) -> Response:
-    if not html:
-        return JSONResponse({"error": {"message": message, "field": field}}, status_code=status)
+    if not html:  # the API's error shape
+        code = {403: "forbidden", 404: "not_found", 409: "conflict", 413: "payload_too_large",
+                422: "invalid_input", 503: "unavailable"}.get(status, "error")
+        return JSONResponse({"error": {"code": code, "message": message, "field": field}},
+                            status_code=status)
     return templates.TemplateResponse(
         request, "error.html",
         _context(request, title=title, message=message, field=field, status=status),
