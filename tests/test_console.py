@@ -11,15 +11,17 @@ from fastapi.testclient import TestClient
 
 from app.console import auth
 from app.main import create_app
+from tests.conftest import api_key
 
-CONSOLE_KEY = "console-test-key-0123456789"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
-def console(ctx, monkeypatch):
-    monkeypatch.setenv("UNLEARN_CONSOLE_KEY", CONSOLE_KEY)
+def console(ctx):
+    """A browser-like client of the console (cookies, no Authorization header), with an
+    admin key to log in with."""
     with TestClient(create_app(ctx), follow_redirects=False) as client:
+        client.admin_key = api_key(ctx, "admin", name="console-admin")
         yield client
 
 
@@ -29,7 +31,8 @@ def hidden(html: str, name: str) -> str:
     return match.group(1)
 
 
-def log_in(client: TestClient, key: str = CONSOLE_KEY, next_path: str = "/console/models"):
+def log_in(client: TestClient, key: str | None = None, next_path: str = "/console/models"):
+    key = key or client.admin_key
     form = client.get("/console/login", params={"next": next_path})
     assert form.status_code == 200
     return client.post("/console/login", data={
@@ -83,7 +86,7 @@ def test_pages_need_a_login_and_the_right_key(console):
 
 
 def test_login_needs_its_form_token_and_redirects_only_inside_the_console(console):
-    response = console.post("/console/login", data={"api_key": CONSOLE_KEY,
+    response = console.post("/console/login", data={"api_key": console.admin_key,
                                                      "login_token": "forged", "next": "/"})
     assert response.status_code == 403
     assert auth.SESSION_COOKIE not in response.cookies
@@ -106,7 +109,7 @@ def test_tampered_or_expired_cookie_is_a_logged_out_caller(console, monkeypatch)
     assert console.get("/console/models").status_code == 303
 
 
-def test_posts_without_the_csrf_token_are_refused(console):
+def test_posts_without_the_csrf_token_are_refused(console, client):
     log_in(console)
     response = file_via_form(console, csrf_token="")
     assert response.status_code == 403
@@ -117,7 +120,7 @@ def test_posts_without_the_csrf_token_are_refused(console):
                               data={"csrf_token": csrf_of(console), "method": "x"},
                               headers={"origin": "https://evil.example"})
     assert cross_site.status_code == 403
-    assert console.get("/forget-requests").json()["items"] == []
+    assert client.get("/forget-requests").json()["items"] == []
     # The predict call takes its token in a header.
     instance = [[0.0] * 28 for _ in range(28)]
     denied = console.post("/console/try/predict", json={"versions": [1], "instances": [instance]})
@@ -137,7 +140,7 @@ def test_file_a_request_through_the_form_and_review_it(console, client):
     state = wait_completed(console, request_id)
     assert state["status"] == "completed" and state["result_version"] == 2
 
-    api_view = console.get(f"/forget-requests/{request_id}").json()
+    api_view = client.get(f"/forget-requests/{request_id}").json()
     assert api_view["classes"] == [2] and api_view["params"] == {"alpha": 0.01}
     assert api_view["requested_by"] == "officer@example.com"
 
@@ -162,13 +165,20 @@ def test_file_a_request_through_the_form_and_review_it(console, client):
     for action in ("forget_request.received", "forget_request.started",
                    "forget_request.completed"):
         assert f'data-action="{action}" data-request-id="{request_id}"' in audit.text
-    assert "console:console" in audit.text
+    assert "<td>console-admin</td>" in audit.text
     exported = console.get("/console/audit/export",
                            params={"format": "jsonl", "forget_request_id": request_id})
     lines = exported.text.strip().splitlines()
     assert len(lines) == 3 and all(request_id in line for line in lines)
     as_csv = console.get("/console/audit/export", params={"format": "csv"})
     assert as_csv.text.splitlines()[0].startswith("id,created_at,actor,action")
+
+    # The signed erasure certificate, through the console's session.
+    assert f'href="/console/forget-requests/{request_id}/certificate"' in page.text
+    certificate = console.get(f"/console/forget-requests/{request_id}/certificate")
+    assert certificate.status_code == 200 and request_id in certificate.text
+    assert certificate.json() == client.get(f"/forget-requests/{request_id}/certificate").json() \
+        or "signature" in certificate.text
 
     listing = console.get("/console/forget-requests", params={"status": "completed"})
     assert request_id in listing.text
@@ -191,13 +201,13 @@ def test_file_a_request_through_the_form_and_review_it(console, client):
     ({"sample_ids": "1 two 3", "classes": []}, "sample_ids"),
     ({"model_version": "99"}, "model_version"),
 ])
-def test_bad_form_input_is_shown_with_its_field_and_files_nothing(console, fields, field):
+def test_bad_form_input_is_shown_with_its_field_and_files_nothing(console, client, fields, field):
     log_in(console)
     response = file_via_form(console, **fields)
     assert response.status_code in (404, 422), response.text
     assert f"<code>{field}</code>" in response.text
     assert 'id="request-form"' in response.text  # the form again, with what was typed
-    assert console.get("/forget-requests").json()["items"] == []
+    assert client.get("/forget-requests").json()["items"] == []
 
 
 def test_version_page_plots_and_tables(console, ctx):
@@ -272,11 +282,9 @@ def test_try_it_predicts_with_two_versions(console, client, small_data):
     assert missing.status_code == 404 and missing.json()["error"]["field"] == "versions[0]"
 
 
-def test_a_role_sees_only_its_pages(console, monkeypatch):
+def test_a_role_sees_only_its_pages(console, ctx):
     """With a client-only key, the console hides and refuses what that role may not see."""
-    log_in(console)
-    monkeypatch.setattr(auth, "authenticate_key", lambda request, key: auth.Principal(
-        name="kiosk", roles=frozenset({"client"})))
+    log_in(console, api_key(ctx, "client", name="kiosk"))
     models = console.get("/console/models")
     assert models.status_code == 200
     assert 'href="/console/try"' in models.text
@@ -311,16 +319,17 @@ def test_a_failed_request_shows_its_reason_and_no_plots(console, monkeypatch):
                        ).status_code == 404
 
 
-def test_audit_page_shows_the_chain_verification_where_there_is_one(console, monkeypatch):
+def test_audit_page_shows_the_chain_verification(console, monkeypatch):
     from dataclasses import dataclass
 
     from app.audit import service as audit_service
 
     log_in(console)
-    assert "not available" in console.get("/console/audit").text
+    real = console.get("/console/audit").text
+    assert 'id="chain-ok"' in real  # the service's own hash chain, verified
 
     @dataclass
-    class Verification:  # the shape of the security work's result
+    class Verification:  # the shape of app.audit.chain.Verification
         intact: bool
         entries_checked: int
         head_hash: str
@@ -352,8 +361,14 @@ def test_audit_log_pages_and_filters(console, ctx):
     next_link = re.search(r'href="\?([^"]+)" id="audit-next"', first.text)
     assert next_link
     second = console.get("/console/audit?" + next_link.group(1).replace("&amp;", "&"))
-    # 30 promotions and the registration, 25 per page.
-    assert second.text.count("<tr data-action=") == 6
+    # 30 promotions plus the registration and key entries, 25 per page.
+    from app.audit.models import AuditEntry
+    from sqlalchemy import func, select
+
+    with ctx.db.session() as session:
+        total = session.scalar(select(func.count()).select_from(AuditEntry))
+    assert total > 30
+    assert second.text.count("<tr data-action=") == total - 25
     assert 'id="audit-next"' not in second.text
     only = console.get("/console/audit", params={"actor": "tester-1"})
     assert only.text.count('data-action="model.promoted"') == 15
@@ -363,11 +378,9 @@ def test_audit_log_pages_and_filters(console, ctx):
     assert console.get("/console/audit", params={"action": "nope"}).status_code == 422
 
 
-def test_an_auditor_reads_but_cannot_file(console, monkeypatch):
-    log_in(console)
+def test_an_auditor_reads_but_cannot_file(console, client, ctx):
+    log_in(console, api_key(ctx, "auditor", name="auditor-1"))
     token = csrf_of(console)
-    monkeypatch.setattr(auth, "authenticate_key", lambda request, key: auth.Principal(
-        name="auditor-1", roles=frozenset({"auditor"})))
     listing = console.get("/console/forget-requests")
     assert listing.status_code == 200
     assert "/console/forget-requests/new" not in listing.text
@@ -377,5 +390,5 @@ def test_an_auditor_reads_but_cannot_file(console, monkeypatch):
         "csrf_token": token, "method": "output_dampening", "classes": ["2"],
         "param.output_dampening.alpha": "0.01", "requested_by": "a", "subject_reference": "b"})
     assert refused.status_code == 403
-    assert console.get("/forget-requests").json()["items"] == []
+    assert client.get("/forget-requests").json()["items"] == []
     assert console.get("/console/try").status_code == 403

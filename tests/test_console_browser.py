@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 
 from app.main import create_app
-from tests.conftest import ROOT, _unavailable
+from tests.conftest import ROOT, _unavailable, api_key
 
-CONSOLE_KEY = "browser-test-key-0123456789"
 ARTIFACTS = ROOT / "test-artifacts" / "console"
 DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM_FLAGS = [
@@ -94,9 +93,9 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_console(ctx, monkeypatch):
-    monkeypatch.setenv("UNLEARN_CONSOLE_KEY", CONSOLE_KEY)
+def live_console(ctx):
     with LiveServer(create_app(ctx)) as server:
+        server.admin_key = api_key(ctx, "admin", name="browser-admin")
         yield server
 
 
@@ -175,7 +174,7 @@ def test_review_flow_in_a_real_browser(live_console, page, monkeypatch, small_da
     page.fill("#api_key", "not-the-key-000")
     page.click("#login-form button[type=submit]")
     assert "does not open the console" in page.inner_text("main")
-    page.fill("#api_key", CONSOLE_KEY)
+    page.fill("#api_key", live_console.admin_key)
     page.click("#login-form button[type=submit]")
     page.wait_for_url(f"{base}/console/models")
     cookie = next(c for c in page.context.cookies() if c["name"] == "unlearn_console")
@@ -209,7 +208,8 @@ def test_review_flow_in_a_real_browser(live_console, page, monkeypatch, small_da
     # A second request through the API branches the lineage: v1 -> v2 and v1 -> v3.
     import httpx
 
-    second = httpx.post(f"{base}/forget-requests?wait=true", timeout=30, json={
+    second = httpx.post(f"{base}/forget-requests?wait=true", timeout=30,
+                        headers={"Authorization": f"Bearer {live_console.admin_key}"}, json={
         "classes": [7], "method": "output_dampening", "params": {"alpha": 0.1},
         "model_version": 1, "requested_by": "api-client", "subject_reference": "GDPR-API-0002"})
     assert second.json()["result_version"] == 3

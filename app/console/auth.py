@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Request
 
+from app.auth.service import Role, authenticate
 from app.console.settings import ConsoleSettings
 from app.console.state import console_state
 
@@ -31,9 +32,8 @@ SESSION_COOKIE = "unlearn_console"
 LOGIN_COOKIE = "unlearn_console_login"
 COOKIE_PATH = "/console"
 
-# The roles of the API (the security issue's names). Until API keys exist the console is
-# single-user: whoever holds the console key holds every role.
-ROLES = ("admin", "privacy_officer", "auditor", "client")
+# The roles of the API keys (app/auth).
+ROLES = tuple(role.value for role in Role)
 
 # Which roles may see each part of the console. One table, so that the pages, the
 # navigation and the tests agree. Admin sees everything.
@@ -43,6 +43,7 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "requests": frozenset({"admin", "privacy_officer", "auditor"}),
     "file_request": frozenset({"admin", "privacy_officer"}),
     "audit": frozenset({"admin", "auditor"}),
+    "certificate": frozenset({"admin", "privacy_officer", "auditor"}),
     "try": frozenset({"admin", "client"}),
     "sweep": frozenset({"admin", "privacy_officer", "auditor"}),
 }
@@ -135,19 +136,15 @@ def load_or_create_secret(settings: ConsoleSettings, directory: Path) -> bytes:
 
 
 def authenticate_key(request: Request, key: str) -> Principal | None:
-    """The one function that turns an API key into a principal with roles (None: refused).
-
-    There are no API keys in the service yet, so the console is single-user: the key set
-    in UNLEARN_CONSOLE_KEY (any non-empty key where none is set) opens it with every role.
-    """
-    settings: ConsoleSettings = console_state(request).settings
-    if not key:
+    """The one function that turns an API key into a principal with roles (None: refused):
+    the API's own keys (app/auth), so the console admits exactly whom the API admits."""
+    if not key or len(key) > 500:
         return None
-    if settings.console_key is not None and not hmac.compare_digest(
-        key.encode(), settings.console_key.encode()
-    ):
+    with request.app.state.ctx.db.session() as session:
+        principal = authenticate(session, key)
+    if principal is None:
         return None
-    return Principal(name="console", roles=frozenset(ROLES))
+    return Principal(name=principal.name, roles=frozenset(principal.roles))
 
 
 def current_session(request: Request) -> Session | None:

@@ -35,6 +35,8 @@ from pydantic import BaseModel, Field, ValidationError
 from app.api.pagination import decode_cursor, encode_cursor
 from app.audit import service as audit_service
 from app.audit.service import AuditAction, AuditFilter
+from app.certificates import service as certificate_service
+from app.certificates.schemas import ErasureCertificate
 from app.console import auth, plots, views
 from app.console.auth import Forbidden, LoginRequired
 from app.console.settings import ConsoleSettings
@@ -146,7 +148,8 @@ def _ctx(request: Request) -> ServiceContext:
 
 
 def _actor(session: auth.Session) -> str:
-    return f"console:{session.principal.name}"
+    # As in the API, the audit log's actor is the key's name.
+    return session.principal.name
 
 
 pages = APIRouter(prefix="/console", route_class=_ConsoleRoute, include_in_schema=False)
@@ -171,8 +174,7 @@ def login_form(request: Request, next: Annotated[str | None, Query(max_length=50
     token = auth.new_login_token()
     response = templates.TemplateResponse(
         request, "login.html",
-        _context(request, login_token=token, next=auth.safe_next(next), error=error,
-                 key_required=console_state(request).settings.console_key is not None),
+        _context(request, login_token=token, next=auth.safe_next(next), error=error),
         status_code=status_code,
     )
     _set_cookie(request, response, auth.LOGIN_COOKIE, token, max_age=3600)
@@ -189,7 +191,7 @@ async def login(request: Request) -> Response:
     if not expected or not auth.tokens_match(submitted, expected):
         return login_form(request, next_path, "The login form expired; please try again.", 403)
     key = str(form.get("api_key") or "").strip()
-    if not key or len(key) > 500 or auth.authenticate_key(request, key) is None:
+    if auth.authenticate_key(request, key) is None:
         return login_form(request, next_path, "That key does not open the console.", 401)
     response = RedirectResponse(next_path, status_code=303)
     _set_cookie(request, response, auth.SESSION_COOKIE, auth.new_session_cookie(request, key),
@@ -416,12 +418,24 @@ def request_page(request: Request, request_id: str) -> Response:
 
 
 def _certificate_url(request: Request, row: ForgetRequest) -> str | None:
-    """The certificate link, where the security issue's certificate route exists."""
-    paths = {getattr(route, "path", None) for route in request.app.routes}
-    if row.status == RequestStatus.completed.value and \
-            "/forget-requests/{request_id}/certificate" in paths:
-        return f"/forget-requests/{row.id}/certificate"
+    """The console's link to the signed erasure certificate of a completed request."""
+    session = auth.current_session(request)
+    if row.status == RequestStatus.completed.value and session and \
+            session.principal.may("certificate"):
+        return f"/console/forget-requests/{row.id}/certificate"
     return None
+
+
+@data.get("/forget-requests/{request_id}/certificate")
+def request_certificate(request: Request, request_id: str) -> JSONResponse:
+    """The same signed certificate as the API's, for the logged-in console user."""
+    auth.require(request, "certificate")
+    ctx = _ctx(request)
+    with ctx.db.session() as session:
+        certificate = certificate_service.issue_certificate(ctx, session, request_id[:64])
+    body = ErasureCertificate.model_validate(certificate).model_dump(mode="json")
+    return JSONResponse(body, headers={
+        "Content-Disposition": f'attachment; filename="erasure-certificate-{request_id[:64]}.json"'})
 
 
 @data.get("/forget-requests/{request_id}/status")

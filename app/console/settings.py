@@ -17,11 +17,6 @@ class ConsoleSettings(BaseSettings):
         description="Key that signs console session cookies. Unset: a random key is "
         "created once under the cache directory and reused by every process.",
     )
-    console_key: str | None = Field(
-        default=None, min_length=8,
-        description="Until API keys exist: the one key that opens the console. Unset: "
-        "any non-empty key opens it (the API itself is open then, too).",
-    )
     console_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
     console_secure_cookie: bool = Field(
         default=False, description="Mark the session cookie Secure (serve over HTTPS).")
