@@ -94,8 +94,18 @@ def train(
     register: Annotated[bool, typer.Option(help="Register the result as a new version.")] = True,
     export: Annotated[Path | None, typer.Option(
         help="Also write weights + model card to this .safetensors path.")] = None,
+    kind: Annotated[str, typer.Option(
+        help="'cnn' (one network) or 'sisa' (an ensemble of shard networks).")] = "cnn",
+    shards: Annotated[int, typer.Option(min=1, max=64, help="SISA: number of shards.")] = 5,
+    slices: Annotated[int, typer.Option(min=1, max=16, help="SISA: slices per shard.")] = 3,
 ) -> None:
     """Train the CNN on the full MNIST training split and register it as a base version."""
+    if kind == "sisa":
+        _train_sisa(seed, epochs, batch_size, learning_rate, shards, slices)
+        return
+    if kind != "cnn":
+        typer.echo(f"error: --kind must be 'cnn' or 'sisa', not {kind!r}", err=True)
+        raise typer.Exit(2)
     from app.core.context import build_context
     from app.ml.training import TrainingRecipe
     from app.registry.registration import register_model
@@ -118,6 +128,52 @@ def train(
             typer.echo(f"registered as version {row.version}")
     finally:
         ctx.close()
+
+
+def _train_sisa(seed: int, epochs: int, batch_size: int, learning_rate: float, shards: int,
+                slices: int) -> None:
+    """SISA: ``epochs`` is the number of epochs per slice stage."""
+    from app.core.context import build_context
+    from app.ml.sisa import SisaRecipe, train_sisa
+    from app.ml.training import accuracy
+    from app.registry.registration import register_trained_model
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    ctx = build_context(settings)
+    try:
+        data = ctx.data.get()
+        recipe = SisaRecipe(shards=shards, slices=slices, epochs_per_slice=epochs,
+                            batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+        with tqdm_progress(f"training SISA ({shards} shards x {slices} slices)") as progress:
+            ensemble = train_sisa(data, recipe, ctx.device, progress=progress)
+        test_accuracy = accuracy(ensemble, data.test_images, data.test_labels, ctx.device)
+        typer.echo(f"test accuracy {test_accuracy:.4f}")
+        card = {"architecture": "mnist-cnn-v1", "kind": "sisa", "sisa_recipe": recipe.to_dict(),
+                "dataset_checksum": data.checksum, "test_accuracy": test_accuracy}
+        row = register_trained_model(ctx, ensemble, model_card=card, actor="cli:train",
+                                     method="train-sisa", params=recipe.to_dict())
+        typer.echo(f"registered as version {row.version} (kind sisa)")
+    finally:
+        ctx.close()
+
+
+class tqdm_progress:
+    """A progress bar fed with fractions in [0, 1]."""
+
+    def __init__(self, description: str):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=1000, desc=description)
+
+    def __enter__(self):
+        def update(fraction: float) -> None:
+            self.bar.n = int(1000 * fraction)
+            self.bar.refresh()
+        return update
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
 
 
 @cli.command()

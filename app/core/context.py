@@ -41,8 +41,11 @@ class ServiceContext:
 
 def build_context(settings: Settings, data: MnistData | None = None) -> ServiceContext:
     """Wire the parts. ``data`` preloads a dataset (tests pass a small real-MNIST subset)."""
+    from app.unlearning.catalog import configure_caches  # methods import the ML stack
+
     device = resolve_device(settings.device)
     store = make_artifact_store(settings)
+    configure_caches(settings.cache_dir)
     return ServiceContext(
         settings=settings,
         db=Database(settings.database_url),

@@ -1,4 +1,5 @@
-"""Metrics for versions and forget requests, computed from cached penultimate features."""
+"""Metrics for versions and forget requests, computed from cached penultimate features
+(single CNNs) or from a direct forward pass (SISA ensembles, which have no one backbone)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from app.evaluation.features import FeatureCache
+from app.evaluation.membership import request_membership, softmax_entropy
 from app.evaluation.metrics import (
     Outcomes,
     forgetting_efficiency,
@@ -18,7 +20,7 @@ from app.evaluation.metrics import (
     retention_score,
 )
 from app.ml.data import MnistData
-from app.ml.network import NUM_CLASSES, OUTPUT_LAYER
+from app.ml.network import NUM_CLASSES, OUTPUT_LAYER, MnistCNN
 from app.unlearning.base import ForgetTarget
 
 NAMED_SETS = ("forget", "retain", "test_forget", "test_retain")
@@ -28,6 +30,9 @@ NAMED_SETS = ("forget", "retain", "test_forget", "test_retain")
 class ModelOutcomes:
     train: Outcomes
     test: Outcomes
+    # Softmax entropy of every image, for the membership-inference attack.
+    train_entropy: np.ndarray
+    test_entropy: np.ndarray
 
 
 class Evaluator:
@@ -51,15 +56,21 @@ class Evaluator:
                 if key in self._outcomes:
                     self._outcomes.move_to_end(key)
                     return self._outcomes[key]
-        features = self.feature_cache.get(backbone_sha256, model, data, self.device)
-        output_layer = getattr(model, OUTPUT_LAYER)
-        weight = output_layer.weight.detach().cpu()
-        bias = output_layer.bias.detach().cpu()
+        if isinstance(model, MnistCNN):
+            features = self.feature_cache.get(backbone_sha256, model, data, self.device)
+            output_layer = getattr(model, OUTPUT_LAYER)
+            weight = output_layer.weight.detach().cpu()
+            bias = output_layer.bias.detach().cpu()
+            train_logits = torch.addmm(bias, features.train, weight.T)
+            test_logits = torch.addmm(bias, features.test, weight.T)
+        else:  # an ensemble: no shared backbone, every image goes through every member
+            train_logits = self._forward(model, data.train_images)
+            test_logits = self._forward(model, data.test_images)
         result = ModelOutcomes(
-            train=Outcomes.from_logits(torch.addmm(bias, features.train, weight.T),
-                                       data.train_labels),
-            test=Outcomes.from_logits(torch.addmm(bias, features.test, weight.T),
-                                      data.test_labels),
+            train=Outcomes.from_logits(train_logits, data.train_labels),
+            test=Outcomes.from_logits(test_logits, data.test_labels),
+            train_entropy=softmax_entropy(train_logits),
+            test_entropy=softmax_entropy(test_logits),
         )
         if key is not None:
             with self._lock:
@@ -67,6 +78,11 @@ class Evaluator:
                 while len(self._outcomes) > self.capacity:
                     self._outcomes.popitem(last=False)
         return result
+
+    def _forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        model = model.to(self.device).eval()
+        return torch.cat([model(images[i : i + 2048].to(self.device)).cpu()
+                          for i in range(0, images.shape[0], 2048)])
 
     def version_metrics(self, model: nn.Module, backbone_sha256: str, data: MnistData,
                         artifact_sha256: str | None = None) -> dict:
@@ -91,6 +107,10 @@ class Evaluator:
         result["retention_score"] = (
             retention_score(retain["accuracy"], retain["loss"]) if retain else None
         )
+        result["membership_inference"] = request_membership(
+            outcomes.train_entropy, outcomes.train.loss, outcomes.test_entropy,
+            outcomes.test.loss, masks["forget"], masks["retain"], masks["test_forget"],
+            bool(target.classes))
         return result
 
 

@@ -29,7 +29,8 @@ from app.audit.service import AuditAction, record
 from app.core.context import ServiceContext
 from app.db.base import utcnow
 from app.forgetting.models import ForgetRequest, RequestStatus
-from app.registry.artifacts import backbone_sha256, serialize_state, sha256_bytes
+from app.registry.artifacts import backbone_sha256, sha256_bytes
+from app.registry.model_kinds import model_bytes
 from app.registry.models import ModelVersion
 from app.registry.service import artifact_key, get_version, insert_version
 from app.unlearning.base import ForgetTarget
@@ -302,7 +303,9 @@ def execute_request(ctx: ServiceContext, request_id: str, worker_id: str,
             method = get_method(request.method)
             params = method.Params.model_validate(request.params)
             target = ForgetTarget(tuple(request.target_classes),
-                                  tuple(request.target_sample_ids))
+                                  tuple(request.target_sample_ids),
+                                  prior_classes=tuple(source.forgotten_classes),
+                                  prior_sample_ids=tuple(source.forgotten_sample_ids))
             data = ctx.data.get()
 
             source_model = ctx.models.get(source)
@@ -317,10 +320,7 @@ def execute_request(ctx: ServiceContext, request_id: str, worker_id: str,
             forgotten.eval()
             progress.checkpoint()
 
-            state = {name: tensor.detach().cpu()
-                     for name, tensor in forgotten.state_dict().items()}
-            payload = serialize_state(state, {"architecture": source.architecture,
-                                              "kind": source.kind})
+            payload, state = model_bytes(forgotten)
             sha = sha256_bytes(payload)
             backbone = backbone_sha256(state)
             after = ctx.evaluator.request_metrics(forgotten, backbone, data, target, sha)
@@ -330,7 +330,7 @@ def execute_request(ctx: ServiceContext, request_id: str, worker_id: str,
             ctx.store.put(key, payload)
             stored_key = key
             _publish(ctx, request_id, worker_id, source, key, sha, backbone, before, after,
-                     version_metrics)
+                     version_metrics, getattr(forgotten, "forget_report", None))
         except LeaseLost as error:
             # Another worker has (or will have) the request: touch nothing of its row.
             logger.warning("request %s: %s; abandoning this attempt", request_id, error)
@@ -366,7 +366,7 @@ PUBLISH_ATTEMPTS = 5
 
 
 def _publish(ctx, request_id, worker_id, source, key, sha, backbone, before, after,
-             version_metrics) -> None:
+             version_metrics, forget_report=None) -> None:
     """Commit the version row, the request's completion and the audit entry together.
 
     Version numbers are max+1 under the registered model's row lock; should two
@@ -375,7 +375,7 @@ def _publish(ctx, request_id, worker_id, source, key, sha, backbone, before, aft
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
             _publish_once(ctx, request_id, worker_id, source, key, sha, backbone, before,
-                          after, version_metrics)
+                          after, version_metrics, forget_report)
             return
         except IntegrityError:
             if attempt == PUBLISH_ATTEMPTS:
@@ -385,7 +385,7 @@ def _publish(ctx, request_id, worker_id, source, key, sha, backbone, before, aft
 
 
 def _publish_once(ctx, request_id, worker_id, source, key, sha, backbone, before, after,
-                  version_metrics) -> None:
+                  version_metrics, forget_report=None) -> None:
     with ctx.db.write_session() as session:
         finished = utcnow()
         # Conditional on this worker still holding the request: the row lock it takes also
@@ -408,13 +408,16 @@ def _publish_once(ctx, request_id, worker_id, source, key, sha, backbone, before
             kind=source.kind,
             method=request.method,
             params=request.params,
-            forgotten_classes=[*source.forgotten_classes, *request.target_classes],
-            forgotten_sample_ids=[*source.forgotten_sample_ids, *request.target_sample_ids],
+            # Unions: a sample or class forgotten twice is counted once.
+            forgotten_classes=sorted({*source.forgotten_classes, *request.target_classes}),
+            forgotten_sample_ids=sorted({*source.forgotten_sample_ids,
+                                         *request.target_sample_ids}),
             artifact_path=key,
             artifact_sha256=sha,
             backbone_sha256=backbone,
             metrics=version_metrics,
-            model_card={**source.model_card, "derived_from": source.version},
+            model_card={**source.model_card, "derived_from": source.version,
+                        **({"forget_report": forget_report} if forget_report else {})},
             forget_request_id=request.id,
             created_by=f"worker:{worker_id}",
         )

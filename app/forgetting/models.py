@@ -29,6 +29,9 @@ class ForgetRequest(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     target_classes: Mapped[list[int]] = mapped_column(JSON, default=list)
     target_sample_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    # Requested IDs that the source version's lineage had already forgotten (reported,
+    # and counted once in the new version's cumulative set). NULL on rows filed before 0004.
+    already_forgotten_sample_ids: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
     requested_by: Mapped[str] = mapped_column(String(200))
     subject_reference: Mapped[str] = mapped_column(String(200), index=True)
     reason: Mapped[str] = mapped_column(Text, default="")

@@ -50,6 +50,7 @@ def to_read(request: ForgetRequest) -> ForgetRequestRead:
         params=request.params,
         classes=request.target_classes,
         sample_ids=request.target_sample_ids,
+        already_forgotten_sample_ids=request.already_forgotten_sample_ids or [],
         requested_by=request.requested_by,
         subject_reference=request.subject_reference,
         reason=request.reason,
@@ -155,7 +156,7 @@ def list_forget_requests(
 def list_methods() -> MethodList:
     return MethodList(items=[
         MethodInfo(name=m.name, description=m.description, supports_classes=m.supports_classes,
-                   supports_samples=m.supports_samples,
-                   params_schema=m.Params.model_json_schema())
+                   supports_samples=m.supports_samples, model_kinds=list(m.model_kinds),
+                   params_schema=m.Params.model_json_schema(by_alias=True))
         for m in METHODS.values()
     ])

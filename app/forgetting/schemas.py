@@ -79,6 +79,9 @@ class ForgetRequestRead(BaseModel):
     params: dict[str, Any]
     classes: list[int]
     sample_ids: list[int]
+    already_forgotten_sample_ids: list[int] = Field(
+        default_factory=list,
+        description="Requested sample IDs that the source version's lineage already forgot.")
     requested_by: str
     subject_reference: str
     reason: str
@@ -106,6 +109,8 @@ class MethodInfo(BaseModel):
     description: str
     supports_classes: bool
     supports_samples: bool
+    model_kinds: list[str] = Field(default_factory=lambda: ["cnn"],
+                                   description="Registry model kinds the method works on.")
     params_schema: dict[str, Any]
 
 

@@ -80,15 +80,21 @@ def file_request(session: Session, model_name: str, body: ForgetRequestCreate, a
     method, params = validate_method_params(body.method, body.params)
     classes, sample_ids = validate_target(method, body.classes, body.sample_ids, max_sample_ids)
     source = resolve_version(session, model_name, body.model_version)
+    if source.kind not in method.model_kinds:
+        raise InvalidInputError(
+            f"method {method.name!r} works on model kinds {', '.join(method.model_kinds)}; "
+            f"version {source.version} is of kind {source.kind!r}", "method")
+    already_forgotten = sorted(set(sample_ids) & set(source.forgotten_sample_ids))
     request = ForgetRequest(
         id=str(uuid.uuid4()),
         model_name=model_name,
         source_version=source.version,
         status=RequestStatus.queued.value,
         method=method.name,
-        params=params.model_dump(mode="json"),
+        params=params.model_dump(mode="json", by_alias=True),
         target_classes=classes,
         target_sample_ids=sample_ids,
+        already_forgotten_sample_ids=already_forgotten,
         requested_by=body.requested_by,
         subject_reference=body.subject_reference,
         reason=body.reason,
@@ -104,7 +110,8 @@ def file_request(session: Session, model_name: str, body: ForgetRequestCreate, a
         details={
             "requested_by": body.requested_by, "method": request.method,
             "params": request.params, "classes": classes,
-            "sample_id_count": len(sample_ids), "reason": body.reason,
+            "sample_id_count": len(sample_ids),
+            "already_forgotten_sample_count": len(already_forgotten), "reason": body.reason,
         },
     )
     return request

@@ -41,6 +41,13 @@ def deserialize_state(data: bytes) -> dict[str, torch.Tensor]:
     return load_safetensors(data)
 
 
+def read_metadata(data: bytes) -> dict:
+    """The metadata ``serialize_state`` wrote (safetensors header: 8-byte length + JSON)."""
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    return json.loads(header.get("__metadata__", {}).get("unlearn", "{}"))
+
+
 def backbone_sha256(state: dict[str, torch.Tensor]) -> str:
     """Hash of every tensor except the output layer's: equal hashes mean equal features."""
     digest = hashlib.sha256()

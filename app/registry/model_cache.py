@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from app.core.errors import CorruptArtifactError
-from app.ml.network import build_model
-from app.registry.artifacts import ArtifactIntegrityError, ArtifactStore, deserialize_state
+from app.registry.artifacts import ArtifactIntegrityError, ArtifactStore
+from app.registry.model_kinds import load_model
 from app.registry.models import ModelVersion
 
 
@@ -42,8 +42,7 @@ class ModelCache:
                 model_name=version.model_name, version=version.version,
                 expected_sha256=version.artifact_sha256, reason=str(error),
             ) from None
-        model = build_model(version.architecture)
-        model.load_state_dict(deserialize_state(data))
+        model = load_model(version.kind, version.architecture, data)
         model = model.to(self.device).eval()
         for parameter in model.parameters():
             parameter.requires_grad_(False)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from sqlalchemy import select
+from torch import nn
 
 from app.audit.service import AuditAction, record
 from app.core.context import ServiceContext
@@ -16,9 +17,9 @@ from app.ml.network import ARCHITECTURE, build_model
 from app.registry.artifacts import (
     backbone_sha256,
     deserialize_state,
-    serialize_state,
     sha256_bytes,
 )
+from app.registry.model_kinds import kind_of, model_bytes
 from app.registry.models import ModelVersion
 from app.registry.service import artifact_key, insert_version
 
@@ -32,8 +33,16 @@ def register_model(ctx: ServiceContext, state: dict[str, torch.Tensor], *,
     entry. If the commit fails, the artifact is removed again: no file without a row."""
     model = build_model(model_card.get("architecture", ARCHITECTURE))
     model.load_state_dict(state)
+    return register_trained_model(ctx, model, model_card=model_card, actor=actor,
+                                  method=method, params=params)
+
+
+def register_trained_model(ctx: ServiceContext, model: nn.Module, *, model_card: dict[str, Any],
+                           actor: str, method: str = "train",
+                           params: dict[str, Any] | None = None) -> ModelVersion:
+    """``register_model`` for a model of any kind (a CNN or a SISA ensemble)."""
     model.eval()
-    payload = serialize_state(state, {"architecture": ARCHITECTURE, "kind": "cnn"})
+    payload, state = model_bytes(model)
     key = artifact_key(ctx.model_name)
     backbone = backbone_sha256(state)
     metrics = ctx.evaluator.version_metrics(model, backbone, ctx.data.get(),
@@ -46,6 +55,7 @@ def register_model(ctx: ServiceContext, state: dict[str, torch.Tensor], *,
                 model_name=ctx.model_name,
                 parent_version=None,
                 architecture=ARCHITECTURE,
+                kind=kind_of(model),
                 method=method,
                 params=params or {},
                 forgotten_classes=[],

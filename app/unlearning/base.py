@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
@@ -26,10 +28,33 @@ class ForgetTarget:
 
     classes: tuple[int, ...] = ()
     sample_ids: tuple[int, ...] = field(default=())
+    # What the source version's ancestors already forgot. Methods that train on "the
+    # retained data" (finetune, retrain, fisher) must leave these out too, or a child
+    # version would relearn what its parent had erased.
+    prior_classes: tuple[int, ...] = ()
+    prior_sample_ids: tuple[int, ...] = ()
 
     @property
     def is_empty(self) -> bool:
         return not self.classes and not self.sample_ids
+
+    def forget_mask(self, data: MnistData) -> torch.Tensor:
+        """Training images this request targets: every image of a class, plus listed IDs."""
+        return _membership(data, self.classes, self.sample_ids)
+
+    def retain_mask(self, data: MnistData) -> torch.Tensor:
+        """Training images no version in the lineage (this request included) forgot."""
+        prior = _membership(data, self.prior_classes, self.prior_sample_ids)
+        return ~(self.forget_mask(data) | prior)
+
+
+def _membership(data: MnistData, classes, sample_ids) -> torch.Tensor:
+    mask = torch.isin(data.train_labels, torch.tensor(sorted(classes), dtype=torch.int64))
+    if sample_ids:
+        mask |= torch.from_numpy(
+            np.isin(data.train_ids.numpy(), np.asarray(sorted(sample_ids), dtype=np.int64))
+        )
+    return mask
 
 
 class MethodParams(BaseModel):
@@ -48,6 +73,8 @@ class UnlearningMethod:
     supports_samples: ClassVar[bool] = True
     # False when only the output layer changes: metrics may reuse cached penultimate features.
     changes_backbone: ClassVar[bool] = True
+    # Model kinds (registry ``kind``) the method can work on.
+    model_kinds: ClassVar[tuple[str, ...]] = ("cnn",)
 
     def forget(self, model: nn.Module, target: ForgetTarget, params: MethodParams,
                data: MnistData, progress: ProgressCallback) -> nn.Module:
