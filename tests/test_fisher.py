@@ -60,3 +60,14 @@ def test_perturb_is_mean_plus_scaled_seeded_noise():
             mean[3] = 0.0
         noise = torch.randn(p.shape, generator=replay)
         assert torch.allclose(p, mean + variance.sqrt() * noise, atol=1e-7)
+
+
+def test_sampled_fisher_estimates_the_exact_one():
+    model = Tiny()
+    images = torch.randn(400, 4) * 3
+    exact = diagonal_fisher(model, images, batch_size=100)
+    sampled = diagonal_fisher(model, images, batch_size=100,
+                              sample_labels=torch.Generator().manual_seed(0))
+    for name in exact:  # Monte-Carlo over 400 images: close in aggregate, not element-wise
+        ratio = sampled[name].sum() / exact[name].sum()
+        assert 0.8 < float(ratio) < 1.25, (name, float(ratio))

@@ -7,6 +7,11 @@ CVPR 2020), following the reference implementation that the SSD paper also bench
 
        F_i = 1/N * sum_n sum_y p(y | x_n) * (d/d theta_i  log p(y | x_n))^2
 
+   The reference code sums over all 10 labels y (``fisher_labels="all"``: 10 per-sample
+   backward passes per image). By default (``"sampled"``) one label per image is drawn
+   from p(y | x_n) with the seeded generator: an unbiased Monte-Carlo estimate of the
+   same sum at a tenth of the cost, which lets more images (``fisher_samples``) in.
+
 2. Noise variance, large where the retain set does not constrain a parameter:
 
        var_i = noise_scale * min(1 / (F_i + 1e-8), cap)
@@ -27,6 +32,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from typing import Literal
+
 from pydantic import Field
 from torch import nn
 from torch.func import functional_call, grad, vmap
@@ -51,15 +58,23 @@ class FisherParams(MethodParams):
         description="Scale of the injected noise's variance (the reference code's alpha).",
     )
     fisher_samples: int = Field(
-        default=2000, ge=100, le=60_000,
+        default=1000, ge=100, le=60_000,
         description="Retained training images (seeded subsample) for the Fisher estimate.",
+    )
+    fisher_labels: Literal["sampled", "all"] = Field(
+        default="sampled",
+        description="'all': sum over the 10 labels weighted by p(y|x) (the reference code); "
+        "'sampled': one label drawn from p(y|x) per image (unbiased, 10x cheaper).",
     )
     seed: int = Field(default=0, ge=0, description="Seed of the subsample and the noise.")
 
 
 def diagonal_fisher(model: nn.Module, images: torch.Tensor, batch_size: int = 64,
-                    progress: ProgressCallback | None = None) -> dict[str, torch.Tensor]:
-    """True diagonal Fisher: mean over images of sum_y p(y|x) * grad(log p(y|x))^2."""
+                    progress: ProgressCallback | None = None,
+                    sample_labels: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """True diagonal Fisher: mean over images of sum_y p(y|x) * grad(log p(y|x))^2.
+
+    With ``sample_labels`` (a generator), one y ~ p(y|x) per image replaces the sum."""
     model = model.eval()
     parameters = {name: p.detach() for name, p in model.named_parameters()}
     buffers = {name: b.detach() for name, b in model.named_buffers()}
@@ -80,9 +95,18 @@ def diagonal_fisher(model: nn.Module, images: torch.Tensor, batch_size: int = 64
         x = images[start : start + batch_size].to(next(iter(parameters.values())).device)
         with torch.no_grad():
             probabilities = torch.softmax(model(x), dim=1)
+        if sample_labels is not None:
+            drawn = torch.multinomial(probabilities.cpu(), 1, generator=sample_labels).flatten()
         for label in range(NUM_CLASSES):
-            gradients = per_label_gradient[label](parameters, x)
-            weight = probabilities[:, label]
+            if sample_labels is None:
+                rows = torch.arange(x.shape[0])
+                weight = probabilities[:, label]
+            else:  # only the images that drew this label, each with weight 1
+                rows = torch.nonzero(drawn == label).flatten()
+                if rows.numel() == 0:
+                    continue
+                weight = torch.ones(rows.numel(), device=x.device)
+            gradients = per_label_gradient[label](parameters, x[rows.to(x.device)])
             for name, gradient in gradients.items():
                 shape = (-1,) + (1,) * (gradient.dim() - 1)
                 fisher[name] += (weight.view(shape) * gradient.pow(2)).sum(dim=0)
@@ -135,8 +159,9 @@ class FisherForgetting(UnlearningMethod):
         generator = torch.Generator().manual_seed(params.seed)
         retained = torch.nonzero(target.retain_mask(data)).flatten()
         pick = retained[torch.randperm(len(retained), generator=generator)[: params.fisher_samples]]
-        fisher = diagonal_fisher(model, data.train_images[pick],
-                                 progress=lambda f: progress(0.95 * f))
+        fisher = diagonal_fisher(
+            model, data.train_images[pick], progress=lambda f: progress(0.95 * f),
+            sample_labels=generator if params.fisher_labels == "sampled" else None)
         perturb(model, fisher, params.noise_scale, target.classes, generator)
         progress(1.0)
         return model
