@@ -13,7 +13,7 @@ from app.unlearning.catalog import METHODS
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.conftest import forget_body, make_ctx, make_settings
+from tests.conftest import authorized, forget_body, make_ctx, make_settings
 
 
 def test_sample_id_forgetting_with_ssd_and_lineage(client, small_data):
@@ -79,7 +79,7 @@ def tiny_client(tmp_path, database_url, feature_cache_dir, small_data, trained_s
     tiny = small_data.subset(600, 300, seed=4)
     context = make_ctx(make_settings(tmp_path, database_url, feature_cache_dir), tiny,
                        trained_state)
-    with TestClient(create_app(context)) as test_client:
+    with authorized(TestClient(create_app(context)), context) as test_client:
         yield test_client, context, tiny
     context.close()
 
