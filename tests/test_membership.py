@@ -1,6 +1,7 @@
 """Membership inference attacks on synthetic inputs whose answer is known."""
 
 import numpy as np
+import pytest
 import torch
 
 from app.evaluation.membership import (
@@ -58,3 +59,24 @@ def test_request_membership_on_logits():
     assert result["entropy_forget_member_rate"] == 1.0  # still remembered
     assert result["loss_attack_accuracy"] == 1.0
     assert abs(softmax_entropy(torch.zeros(1, 10))[0] - np.log(10)) < 1e-12
+
+
+def test_one_feature_logistic_regression_matches_scikit_learn():
+    """The attacks' Newton solver minimises scikit-learn's objective (C = 1, intercept not
+    penalised, optional balanced weights): same coefficients on random 1-D problems."""
+    from sklearn.linear_model import LogisticRegression
+
+    from app.evaluation.membership import _balanced_weights, fit_logistic_1d
+
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        n1, n0 = rng.integers(50, 3000, size=2)
+        x = np.concatenate([rng.normal(0, 1, n1), rng.normal(rng.uniform(0, 3), 1.5, n0)])
+        x *= rng.uniform(0.01, 100)
+        y = np.concatenate([np.ones(n1), np.zeros(n0)])
+        for balanced in (False, True):
+            reference = LogisticRegression(class_weight="balanced" if balanced else None,
+                                           tol=1e-10, max_iter=10_000).fit(x.reshape(-1, 1), y)
+            weight, intercept = fit_logistic_1d(x, y, _balanced_weights(y) if balanced else None)
+            assert weight == pytest.approx(reference.coef_[0, 0], rel=1e-5, abs=1e-9)
+            assert intercept == pytest.approx(reference.intercept_[0], rel=1e-5, abs=1e-7)
