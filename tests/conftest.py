@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -53,7 +52,6 @@ def small_data(mnist):
 @pytest.fixture(scope="session")
 def trained_state(small_data):
     """A CNN trained one epoch on the small subset (about 97% test accuracy)."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model = train_model(small_data.train_images, small_data.train_labels,
                         TrainingRecipe(seed=0, epochs=1, batch_size=64, learning_rate=2e-3))
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
@@ -91,16 +89,6 @@ def _drop_postgres_database(url: str) -> None:
 def database_url(request, tmp_path):
     """Every test that uses a database runs twice: on SQLite (a file) and on a fresh
     PostgreSQL database. ``-k sqlite`` / ``-k postgresql`` select one backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'unlearn.db'}"
-        return
-    url = _postgres_database()
-    yield url
-    _drop_postgres_database(url)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'unlearn.db'}"
         return
@@ -157,20 +145,6 @@ def authorized(test_client: TestClient, ctx) -> TestClient:
 @pytest.fixture
 def client(ctx):
     with authorized(TestClient(create_app(ctx)), ctx) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def any_ctx(tmp_path, any_database_url, feature_cache_dir, small_data, trained_state):
-    context = make_ctx(make_settings(tmp_path, any_database_url, feature_cache_dir),
-                       small_data, trained_state)
-    yield context
-    context.close()
-
-
-@pytest.fixture
-def any_client(any_ctx):
-    with authorized(TestClient(create_app(any_ctx)), any_ctx) as test_client:
         yield test_client
 
 

@@ -32,9 +32,9 @@ def test_readiness_fails_when_migrations_are_behind(tmp_path):
     assert response.json()["migrations"] == "behind"
 
 
-def test_migrations_build_the_schema_the_models_describe(any_database_url):
-    upgrade(any_database_url)
-    engine = create_engine(any_database_url)
+def test_migrations_build_the_schema_the_models_describe(database_url):
+    upgrade(database_url)
+    engine = create_engine(database_url)
     current, head = migration_status(engine)
     assert current == head is not None
     with engine.connect() as connection:

@@ -20,15 +20,15 @@ from tests.conftest import api_key
 
 
 @pytest.fixture
-def chain_db(any_database_url):
+def chain_db(database_url):
     """Just a migrated database (SQLite and PostgreSQL): the chain needs nothing else."""
     from types import SimpleNamespace
 
     from app.db.migrations import upgrade
     from app.db.session import Database
 
-    upgrade(any_database_url)
-    database = Database(any_database_url)
+    upgrade(database_url)
+    database = Database(database_url)
     with database.session() as session:
         record(session, AuditAction.model_registered, "test", model_name="mnist-cnn",
                model_version=1, details={"artifact_sha256": "0" * 64})
@@ -180,10 +180,10 @@ def test_concurrent_appends_form_one_linear_chain(chain_db):
     assert seqs == list(range(1, start + 33))
 
 
-def test_verify_and_export_over_http_and_cli(any_ctx, monkeypatch, tmp_path):
-    _append(any_ctx, 3, actor="=cmd|' /C calc'!A0")  # a spreadsheet formula as actor
-    auditor = {"Authorization": f"Bearer {api_key(any_ctx, 'auditor')}"}
-    with TestClient(create_app(any_ctx), headers=auditor) as client:
+def test_verify_and_export_over_http_and_cli(ctx, monkeypatch, tmp_path):
+    _append(ctx, 3, actor="=cmd|' /C calc'!A0")  # a spreadsheet formula as actor
+    auditor = {"Authorization": f"Bearer {api_key(ctx, 'auditor')}"}
+    with TestClient(create_app(ctx), headers=auditor) as client:
         verified = client.get("/audit-log/verify").json()
         assert verified["intact"] is True and verified["broken_seq"] is None
         count = verified["entries_checked"]
@@ -206,17 +206,17 @@ def test_verify_and_export_over_http_and_cli(any_ctx, monkeypatch, tmp_path):
 
         assert client.get("/audit-log/export", params={"format": "xml"}).status_code == 422
 
-        _raw(any_ctx, "UPDATE audit_log SET details = '{}' WHERE seq = 2")
+        _raw(ctx, "UPDATE audit_log SET details = '{}' WHERE seq = 2")
         broken = client.get("/audit-log/verify").json()
         assert broken["intact"] is False and broken["broken_seq"] == 2
-        assert broken["broken_id"] == _id_of(any_ctx, 2)
+        assert broken["broken_id"] == _id_of(ctx, 2)
 
     from typer.testing import CliRunner
 
     from app.cli import cli
     from app.core.config import get_settings
 
-    monkeypatch.setenv("UNLEARN_DATABASE_URL", any_ctx.settings.database_url)
+    monkeypatch.setenv("UNLEARN_DATABASE_URL", ctx.settings.database_url)
     get_settings.cache_clear()
     try:
         runner = CliRunner()
@@ -232,12 +232,12 @@ def test_verify_and_export_over_http_and_cli(any_ctx, monkeypatch, tmp_path):
         get_settings.cache_clear()
 
 
-def test_migration_chains_entries_written_before_it(any_database_url):
+def test_migration_chains_entries_written_before_it(database_url):
     from app.db.migrations import upgrade
     from app.db.session import Database
 
-    upgrade(any_database_url, "0001")
-    database = Database(any_database_url)
+    upgrade(database_url, "0001")
+    database = Database(database_url)
     try:
         with database.engine.begin() as connection:
             for index in range(3):
@@ -246,7 +246,7 @@ def test_migration_chains_entries_written_before_it(any_database_url):
                          "VALUES (:at, 'old', 'model.registered', :details)"),
                     {"at": f"2026-01-0{index + 1} 12:00:00.123456+00:00",
                      "details": json.dumps({"n": index, "x": 0.1})})
-        upgrade(any_database_url)
+        upgrade(database_url)
         with database.session() as session:
             record(session, AuditAction.version_promoted, "new", model_version=1)
         with database.session() as session:

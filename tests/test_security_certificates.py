@@ -114,30 +114,30 @@ def test_signing_key_persists_and_its_path_is_configurable(ctx):
     assert base64.b64decode(served) == public_key_bytes(first.public_key)
 
 
-def test_corrupted_artifact_is_refused_with_503_and_audited(any_client, any_ctx):
-    assert any_client.app.state.worker.warmed_up.wait(60)  # it loads version 1 at start
-    with any_ctx.db.session() as session:
+def test_corrupted_artifact_is_refused_with_503_and_audited(client, ctx):
+    assert client.app.state.worker.warmed_up.wait(60)  # it loads version 1 at start
+    with ctx.db.session() as session:
         from app.registry.models import ModelVersion
 
         version = session.scalar(select(ModelVersion).where(ModelVersion.version == 1))
-    path = any_ctx.store.path(version.artifact_path)
+    path = ctx.store.path(version.artifact_path)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01  # flip one bit in the weights
     path.write_bytes(bytes(data))
-    any_ctx.models.clear()
+    ctx.models.clear()
 
-    client_key = {"Authorization": f"Bearer {api_key(any_ctx, 'client')}"}
-    response = any_client.post("/predict", headers=client_key,
+    client_key = {"Authorization": f"Bearer {api_key(ctx, 'client')}"}
+    response = client.post("/predict", headers=client_key,
                                json={"instances": [[[0.0] * 28] * 28]})
     assert response.status_code == 503
     error = response.json()["error"]
     assert error["code"] == "artifact_integrity" and "sha256" in error["message"]
-    entries = any_client.get("/audit-log",
+    entries = client.get("/audit-log",
                              params={"action": "artifact.integrity_failed"}).json()["items"]
     assert len(entries) == 1
     assert entries[0]["actor"] == "test-client" and entries[0]["model_version"] == 1
     assert entries[0]["details"]["expected_sha256"] == version.artifact_sha256
-    assert any_client.get("/audit-log/verify").json()["intact"] is True
+    assert client.get("/audit-log/verify").json()["intact"] is True
     # A forget request from the corrupted version fails; no version is published.
-    failed = any_client.post("/forget-requests?wait=true", json=forget_body()).json()
+    failed = client.post("/forget-requests?wait=true", json=forget_body()).json()
     assert failed["status"] == "failed" and "sha256" in failed["error"]

@@ -68,9 +68,9 @@ FORGET_REQUEST_CASES = [
 ]
 
 
-def test_forget_request_strings_and_numbers_are_bounded(any_client):
+def test_forget_request_strings_and_numbers_are_bounded(client):
     for override, field in FORGET_REQUEST_CASES:
-        response = any_client.post("/forget-requests", json=forget_body(**override))
+        response = client.post("/forget-requests", json=forget_body(**override))
         assert response.status_code == 422, (override, response.text)
         assert response.json()["error"]["field"] == field, override
 
@@ -93,12 +93,12 @@ QUERY_AND_PATH_CASES = [
 ]
 
 
-def test_query_and_path_oddities_are_4xx_on_both_databases(any_client):
+def test_query_and_path_oddities_are_4xx_on_both_databases(client):
     for url, field in QUERY_AND_PATH_CASES:
-        response = any_client.get(url)
+        response = client.get(url)
         assert 400 <= response.status_code < 500, (url, response.text)
         assert response.json()["error"]["field"] == field, url
-    response = any_client.post("/predict", json={"model_version": 2**40,
+    response = client.post("/predict", json={"model_version": 2**40,
                                                  "instances": [[[0.0] * 28] * 28]})
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "model_version"

@@ -47,24 +47,22 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        session = self._factory()
-        try:
+        with self._unit_of_work(take_write_lock=False) as session:
             yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
     @contextmanager
     def write_session(self) -> Iterator[Session]:
         """A unit of work that reads, then writes depending on what it read (claims,
         publication, idempotent filing). On SQLite it holds the write lock from the start;
         on PostgreSQL it is an ordinary transaction (callers lock rows they depend on)."""
+        with self._unit_of_work(take_write_lock=self.engine.dialect.name == "sqlite") as session:
+            yield session
+
+    @contextmanager
+    def _unit_of_work(self, take_write_lock: bool) -> Iterator[Session]:
         session = self._factory()
         try:
-            if self.engine.dialect.name == "sqlite":
+            if take_write_lock:
                 # pysqlite opens transactions lazily, at the first write; taking the write
                 # lock first (waiting busy_timeout for it) means a read-then-write cannot
                 # fail with SQLITE_BUSY because another writer committed in between.
