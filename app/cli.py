@@ -218,7 +218,7 @@ def config() -> None:
     typer.echo(json.dumps(_settings().model_dump(mode="json"), indent=2))
 
 
-# --- Security (issue 5): API keys, audit log verification, certificates --------------------
+# --- Security: API keys, audit log verification, certificates --------------------
 
 keys_cli = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 audit_cli = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)

@@ -65,7 +65,7 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
     for router in (forgetting_router, registry_router, prediction_router, audit_router,
                    health_router):
         app.include_router(router, responses=ERROR_RESPONSES)
-    # Security (issue 5): key management, certificates, body size and NUL limits.
+    # Security: key management, certificates, body size and NUL limits.
     for router in (auth_router, certificates_router):
         app.include_router(router, responses=ERROR_RESPONSES)
     app.add_middleware(BodySizeLimitMiddleware,

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     max_sample_ids: int = Field(default=10_000, ge=1, le=60_000)
     model_cache_size: int = Field(default=8, ge=1, le=1024)
     wait_timeout_s: float = Field(default=120.0, gt=0)
-    # Security (issue 5).
+    # Security: API keys, certificates, request limits.
     signing_key_path: Path = Field(
         default=Path("./var/signing-key.pem"),
         description="Ed25519 private key that signs erasure certificates; made on first start.",
