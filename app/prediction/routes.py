@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -32,23 +33,42 @@ router = APIRouter(tags=["predictions"])
 async def predict(request: Request,
                   ctx: Annotated[ServiceContext, Depends(get_ctx)],
                   actor: Annotated[str, Depends(get_actor)]) -> PredictResponse:
-    # The body is validated straight from bytes by pydantic-core's JSON parser: for a
-    # 256-image batch (~1.4 MB of numbers) that is ~5x faster than FastAPI's default of
-    # json.loads followed by validation, and /predict throughput is bound by it.
+    body, instances = _parse_body(await request.body())
+    return await run_in_threadpool(_predict, ctx, body, instances, actor)
+
+
+def _parse_body(raw: bytes) -> tuple[PredictRequest, list | None]:
+    """The request model, and the raw ``instances`` lists when given.
+
+    ``instances`` dominates the cost: a 256-image batch is 200,704 JSON numbers. orjson
+    parses them and NumPy checks shape, finiteness and range in C (``batch_from_instances``),
+    which is about twice as fast as validating every number as a pydantic float; all the
+    other fields go through ``PredictRequest`` as usual (anything but a list under
+    ``instances`` too, so its errors keep the model's wording)."""
     try:
-        body = PredictRequest.model_validate_json(await request.body())
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            # Not strict JSON (or not JSON at all): pydantic-core's parser also reads the
+            # NaN/Infinity literals some clients send, so the error can name the image.
+            body = PredictRequest.model_validate_json(raw)
+            return body, body.instances
+        instances = None
+        if isinstance(document, dict) and isinstance(document.get("instances"), list):
+            instances = document.pop("instances")
+        return PredictRequest.model_validate(document), instances
     except ValidationError as error:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in error.errors()]
         ) from None
-    return await run_in_threadpool(_predict, ctx, body, actor)
 
 
-def _predict(ctx: ServiceContext, body: PredictRequest, actor: str) -> PredictResponse:
-    if (body.instances is None) == (body.images is None):
+def _predict(ctx: ServiceContext, body: PredictRequest, instances: list | None,
+             actor: str) -> PredictResponse:
+    if (instances is None) == (body.images is None):
         raise InvalidInputError("give exactly one of 'instances' or 'images'", "instances")
     limit = ctx.settings.max_predict_batch
-    batch = (service.batch_from_instances(body.instances, limit) if body.instances is not None
+    batch = (service.batch_from_instances(instances, limit) if instances is not None
              else service.batch_from_pngs(body.images, limit))
     with ctx.db.session() as session:
         version = resolve_version(session, ctx.model_name, body.model_version)

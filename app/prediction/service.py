@@ -25,13 +25,16 @@ def batch_from_instances(instances: list, limit: int) -> np.ndarray:
         batch = None
     if batch is None or batch.shape[1:] != (HEIGHT, WIDTH):
         for index, instance in enumerate(instances):
-            shape = np.shape(np.asarray(instance, dtype=object))
+            try:
+                shape = np.shape(np.asarray(instance, dtype=object))
+            except (ValueError, TypeError):  # ragged rows
+                shape = "ragged"
             if shape != (HEIGHT, WIDTH):
                 raise InvalidInputError(
                     f"instances[{index}] has shape {shape}; expected ({HEIGHT}, {WIDTH})",
                     f"instances[{index}]",
                 )
-        raise InvalidInputError("instances are not 28x28 arrays", "instances")
+        raise InvalidInputError("instances must be 28x28 arrays of numbers", "instances")
     finite = np.isfinite(batch).all(axis=(1, 2))
     if not finite.all():
         index = int(np.flatnonzero(~finite)[0])
