@@ -33,14 +33,8 @@ router = APIRouter(tags=["predictions"])
 async def predict(request: Request,
                   ctx: Annotated[ServiceContext, Depends(get_ctx)],
                   actor: Annotated[str, Depends(get_actor)]) -> PredictResponse:
-    raw = await request.body()
-    # Parsing ~1 MB of numbers and the forward pass both run off the event loop.
-    return await run_in_threadpool(_parse_and_predict, ctx, raw, actor)
-
-
-def _parse_and_predict(ctx: ServiceContext, raw: bytes, actor: str) -> PredictResponse:
-    body, instances = _parse_body(raw)
-    return _predict(ctx, body, instances, actor)
+    body, instances = _parse_body(await request.body())
+    return await run_in_threadpool(_predict, ctx, body, instances, actor)
 
 
 def _parse_body(raw: bytes) -> tuple[PredictRequest, list | None]:
