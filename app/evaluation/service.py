@@ -20,8 +20,8 @@ from app.evaluation.metrics import (
     retention_score,
 )
 from app.ml.data import MnistData
-from app.ml.network import NUM_CLASSES, OUTPUT_LAYER, MnistCNN
-from app.unlearning.base import ForgetTarget
+from app.ml.network import OUTPUT_LAYER, MnistCNN
+from app.unlearning.base import ForgetTarget, class_mask
 
 NAMED_SETS = ("forget", "retain", "test_forget", "test_retain")
 
@@ -118,12 +118,8 @@ def named_set_masks(data: MnistData, target: ForgetTarget) -> dict[str, np.ndarr
     """forget: targeted training images (all images of a forgotten class, plus listed IDs);
     retain: every other training image; test_forget/test_retain: test images of the
     forgotten classes / of the other classes."""
-    is_forgotten_class = np.zeros(NUM_CLASSES, dtype=bool)
-    is_forgotten_class[list(target.classes)] = True
-    forget = is_forgotten_class[data.train_labels.numpy()]
-    if target.sample_ids:
-        forget |= np.isin(data.train_ids.numpy(), np.asarray(target.sample_ids, dtype=np.int64))
-    test_forget = is_forgotten_class[data.test_labels.numpy()]
+    forget = target.forget_mask(data).numpy()
+    test_forget = class_mask(data.test_labels, target.classes)
     return {
         "forget": forget,
         "retain": ~forget,
