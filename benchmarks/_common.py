@@ -52,6 +52,20 @@ def admin_headers(ctx: ServiceContext) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def write_result(name: str, text: str) -> None:
+    """Save a benchmark's report under benchmarks/results (the README quotes these)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / name).write_text(text + "\n")
+
+
+def base_version(ctx: ServiceContext):
+    """The registry row of version 1 (the shipped base model)."""
+    from app.registry.service import get_version
+
+    with ctx.db.session() as session:
+        return get_version(session, ctx.model_name, 1)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

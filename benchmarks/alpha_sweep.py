@@ -16,11 +16,10 @@ import argparse
 import copy
 
 import numpy as np
-from _common import RESULTS, fresh_context
+from _common import RESULTS, base_version, fresh_context, write_result
 
 from app.evaluation.metrics import forgetting_efficiency, outcome_metrics, retention_score
 from app.evaluation.service import named_set_masks
-from app.registry.service import get_version
 from app.unlearning.base import ForgetTarget
 from app.unlearning.output_dampening import dampen_output_layer
 
@@ -37,8 +36,7 @@ def main() -> None:
 
     ctx = fresh_context()
     data = ctx.data.get()
-    with ctx.db.session() as session:
-        base = get_version(session, ctx.model_name, 1)
+    base = base_version(ctx)
     model = ctx.models.get(base)
     f = args.forget_class
 
@@ -97,8 +95,7 @@ def main() -> None:
         lines.append(f"| {row['alpha']:g} | {cells} |")
     table = "\n".join(lines)
     print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "alpha_sweep.md").write_text(table + "\n")
+    write_result("alpha_sweep.md", table)
     _plot(rows, f)
     ctx.close()
 

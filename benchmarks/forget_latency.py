@@ -16,7 +16,7 @@ import statistics
 import time
 
 import httpx
-from _common import RESULTS, admin_headers, fresh_context, percentile, serve
+from _common import admin_headers, fresh_context, percentile, serve, write_result
 
 from app.evaluation.service import named_set_masks
 from app.ml.training import TrainingRecipe, train_model
@@ -65,8 +65,7 @@ def main() -> None:
         ]
     report = "\n".join(lines)
     print(report)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "forget_latency.md").write_text(report + "\n")
+    write_result("forget_latency.md", report)
     ctx.close()
 
 

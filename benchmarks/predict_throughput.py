@@ -20,9 +20,8 @@ import numpy as np
 import orjson
 import torch
 from PIL import Image
-from _common import RESULTS, admin_headers, fresh_context, percentile, serve
+from _common import admin_headers, base_version, fresh_context, percentile, serve, write_result
 
-from app.registry.service import get_version
 
 
 def _png(image: torch.Tensor) -> str:
@@ -39,8 +38,7 @@ def main() -> None:
 
     ctx = fresh_context()
     data = ctx.data.get()
-    with ctx.db.session() as session:
-        model = ctx.models.get(get_version(session, ctx.model_name, 1))
+    model = ctx.models.get(base_version(ctx))
     images = data.test_images[: args.batch]
     # Pixel values as a client would send them: 8-bit grey levels scaled to [0, 1].
     payload = orjson.dumps({"instances": [[[round(v, 4) for v in row] for row in image[0].tolist()]
@@ -87,8 +85,7 @@ def main() -> None:
         f"p90 {percentile(latencies, 90) * 1000:.1f} ms",
     ])
     print(report)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "predict_throughput.md").write_text(report + "\n")
+    write_result("predict_throughput.md", report)
     ctx.close()
 
 

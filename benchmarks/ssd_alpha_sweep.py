@@ -19,9 +19,8 @@ import copy
 
 import numpy as np
 import torch
-from _common import RESULTS, fresh_context
+from _common import base_version, fresh_context, write_result
 
-from app.registry.service import get_version
 from app.unlearning.base import ForgetTarget
 from app.unlearning.ssd import (
     ImportanceCache,
@@ -55,8 +54,7 @@ def main() -> None:
 
     ctx = fresh_context()
     data = ctx.data.get()
-    with ctx.db.session() as session:
-        base = get_version(session, ctx.model_name, 1)
+    base = base_version(ctx)
     model = copy.deepcopy(ctx.models.get(base))
     for parameter in model.parameters():
         parameter.requires_grad_(True)
@@ -98,8 +96,7 @@ def main() -> None:
             line = f"| {name} | {label} | {cells} |"
             print(line, flush=True)
             lines.append(line)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ssd_alpha_sweep.md").write_text("\n".join(lines) + "\n")
+    write_result("ssd_alpha_sweep.md", "\n".join(lines))
     ctx.close()
 
 

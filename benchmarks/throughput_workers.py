@@ -25,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import BASE_WEIGHTS, DATA_DIR, RESULTS, ROOT
+from _common import BASE_WEIGHTS, DATA_DIR, ROOT, write_result
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
@@ -150,8 +150,7 @@ def main() -> None:
                      f"{r['per_minute'] / baseline:.2f} | {r['holders']} |")
     report = "\n".join(lines)
     print(report)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "throughput_workers.md").write_text(report + "\n")
+    write_result("throughput_workers.md", report)
 
 
 if __name__ == "__main__":
