@@ -12,7 +12,7 @@ from app.core.config import Settings
 from app.db.session import Database
 from app.evaluation.features import FeatureCache
 from app.evaluation.service import Evaluator
-from app.ml.data import DataProvider, MnistData
+from app.ml.data import DataProvider, ImageData
 from app.ml.device import resolve_device
 from app.registry.artifacts import ArtifactStore, make_artifact_store
 from app.registry.model_cache import ModelCache
@@ -39,7 +39,7 @@ class ServiceContext:
         self.db.dispose()
 
 
-def build_context(settings: Settings, data: MnistData | None = None) -> ServiceContext:
+def build_context(settings: Settings, data: ImageData | None = None) -> ServiceContext:
     """Wire the parts. ``data`` preloads a dataset (tests pass a small real-MNIST subset)."""
     from app.unlearning.catalog import configure_caches  # methods import the ML stack
 

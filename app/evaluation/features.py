@@ -18,12 +18,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from app.ml.data import MnistData
+from app.ml.data import ImageData
 
 
 @dataclass(frozen=True)
 class Features:
-    train: torch.Tensor  # [N_train, 128], aligned with MnistData.train_*
+    train: torch.Tensor  # [N_train, 128], aligned with ImageData.train_*
     test: torch.Tensor  # [N_test, 128]
 
 
@@ -47,11 +47,11 @@ class FeatureCache:
         self._key_locks: dict[str, threading.Lock] = {}
 
     @staticmethod
-    def key(backbone_sha256: str, data: MnistData) -> str:
+    def key(backbone_sha256: str, data: ImageData) -> str:
         data_hash = hashlib.sha256(data.checksum.encode()).hexdigest()[:16]
         return f"{backbone_sha256[:32]}-{data_hash}"
 
-    def get(self, backbone_sha256: str, model: nn.Module, data: MnistData,
+    def get(self, backbone_sha256: str, model: nn.Module, data: ImageData,
             device: torch.device) -> Features:
         key = self.key(backbone_sha256, data)
         with self._lock:
@@ -85,7 +85,7 @@ class FeatureCache:
             path.unlink(missing_ok=True)
             return None
 
-    def _compute(self, key: str, model: nn.Module, data: MnistData,
+    def _compute(self, key: str, model: nn.Module, data: ImageData,
                  device: torch.device) -> Features:
         features = Features(
             train=compute_features(model, data.train_images, device),

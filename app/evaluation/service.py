@@ -19,7 +19,7 @@ from app.evaluation.metrics import (
     outcome_metrics,
     retention_score,
 )
-from app.ml.data import MnistData
+from app.ml.data import ImageData
 from app.ml.network import OUTPUT_LAYER, MnistCNN
 from app.unlearning.base import ForgetTarget, class_mask
 
@@ -48,7 +48,7 @@ class Evaluator:
         self._lock = threading.Lock()
 
     @torch.inference_mode()
-    def outcomes(self, model: nn.Module, backbone_sha256: str, data: MnistData,
+    def outcomes(self, model: nn.Module, backbone_sha256: str, data: ImageData,
                  artifact_sha256: str | None = None) -> ModelOutcomes:
         key = (artifact_sha256, data.checksum) if artifact_sha256 else None
         if key is not None:
@@ -84,12 +84,12 @@ class Evaluator:
         return torch.cat([model(images[i : i + 2048].to(self.device)).cpu()
                           for i in range(0, images.shape[0], 2048)])
 
-    def version_metrics(self, model: nn.Module, backbone_sha256: str, data: MnistData,
+    def version_metrics(self, model: nn.Module, backbone_sha256: str, data: ImageData,
                         artifact_sha256: str | None = None) -> dict:
         outcomes = self.outcomes(model, backbone_sha256, data, artifact_sha256)
         return {"test": outcome_metrics(outcomes.test)}
 
-    def request_metrics(self, model: nn.Module, backbone_sha256: str, data: MnistData,
+    def request_metrics(self, model: nn.Module, backbone_sha256: str, data: ImageData,
                         target: ForgetTarget, artifact_sha256: str | None = None) -> dict:
         """Accuracy/loss/per-class/confusion on the four named sets, plus the paper's scores."""
         outcomes = self.outcomes(model, backbone_sha256, data, artifact_sha256)
@@ -114,7 +114,7 @@ class Evaluator:
         return result
 
 
-def named_set_masks(data: MnistData, target: ForgetTarget) -> dict[str, np.ndarray]:
+def named_set_masks(data: ImageData, target: ForgetTarget) -> dict[str, np.ndarray]:
     """forget: targeted training images (all images of a forgotten class, plus listed IDs);
     retain: every other training image; test_forget/test_retain: test images of the
     forgotten classes / of the other classes."""

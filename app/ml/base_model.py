@@ -9,13 +9,13 @@ from typing import Any
 
 import torch
 
-from app.ml.data import MnistData
+from app.ml.data import ImageData
 from app.ml.network import ARCHITECTURE, parameter_count
 from app.ml.training import TrainingRecipe, accuracy, train_model
 from app.registry.artifacts import serialize_state, sha256_bytes, write_model_card
 
 
-def train_base_model(data: MnistData, recipe: TrainingRecipe, device: torch.device,
+def train_base_model(data: ImageData, recipe: TrainingRecipe, device: torch.device,
                      show_bar: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     model = train_model(data.train_images, data.train_labels, recipe, device=device,
                         show_bar=show_bar)

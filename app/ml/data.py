@@ -1,8 +1,11 @@
-"""MNIST as in-memory tensors, with stable sample IDs.
+"""A labelled image dataset as in-memory tensors (``ImageData``), and MNIST's loader.
 
-A training sample's ID is its index in the official 60,000-image training split. Test
-images (10,000) are the held-out set and are never forgettable. Pixels are scaled to
-[0, 1] as in the paper; no further normalisation.
+Every dataset the service hosts becomes an ``ImageData``: float32 images in [0, 1] of one
+shape, integer labels, and for each training image a stable integer ID (its position in the
+registered training split; for MNIST, the index in the official 60,000-image split). The
+dataset's own string sample IDs and data subjects, where it has them, ride along by ID.
+Test images are the held-out set and are never forgettable. Pixels are scaled to [0, 1] as
+in the paper; no further normalisation.
 """
 
 from __future__ import annotations
@@ -24,13 +27,23 @@ RAW_FILES = (
 TRAIN_SIZE = 60_000
 
 
+MNIST_CLASSES = tuple(str(digit) for digit in range(10))
+
+
 class DataUnavailableError(RuntimeError):
     """MNIST is neither in the data directory nor downloadable."""
 
 
 @dataclass(frozen=True)
-class MnistData:
-    """Images as float32 [N, 1, 28, 28] in [0, 1]; ``train_ids`` are official indices."""
+class ImageData:
+    """Images as float32 [N, C, H, W] in [0, 1]; labels index ``class_names``.
+
+    ``train_ids[i]`` is the stable integer ID of training image i (its position in the
+    registered training split), the ID that lineage and forget requests record.
+    ``sample_keys`` maps an ID to the dataset's own string sample ID (None: the ID's decimal
+    string, as for MNIST); ``subject_keys`` maps an ID to its data subject (None: the
+    dataset names no subjects; an entry may be None for a sample without one).
+    """
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
@@ -38,23 +51,38 @@ class MnistData:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     checksum: str
+    class_names: tuple[str, ...] = MNIST_CLASSES
+    sample_keys: tuple[str, ...] | None = None
+    subject_keys: tuple[str | None, ...] | None = None
 
     @property
     def num_train(self) -> int:
         return int(self.train_labels.shape[0])
 
-    def subset(self, train_size: int, test_size: int, seed: int = 0) -> "MnistData":
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of every image."""
+        return tuple(int(size) for size in self.train_images.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, train_size: int, test_size: int, seed: int = 0) -> "ImageData":
         """A seeded random subset that keeps the official IDs (for tests and quick runs)."""
         generator = torch.Generator().manual_seed(seed)
         train_pick = torch.randperm(self.num_train, generator=generator)[:train_size].sort().values
         test_pick = torch.randperm(len(self.test_labels), generator=generator)[:test_size].sort().values
-        return MnistData(
+        return ImageData(
             train_images=self.train_images[train_pick],
             train_labels=self.train_labels[train_pick],
             train_ids=self.train_ids[train_pick],
             test_images=self.test_images[test_pick],
             test_labels=self.test_labels[test_pick],
             checksum=f"{self.checksum}:subset({train_size},{test_size},{seed})",
+            class_names=self.class_names,
+            sample_keys=self.sample_keys,  # indexed by ID, which a subset keeps
+            subject_keys=self.subject_keys,
         )
 
     def train_positions(self, sample_ids: np.ndarray) -> np.ndarray:
@@ -84,7 +112,7 @@ def _read_idx(path: Path) -> torch.Tensor:
     return torch.from_numpy(values.reshape(shape).copy())
 
 
-def _load_raw(raw_dir: Path) -> MnistData | None:
+def _load_raw(raw_dir: Path) -> ImageData | None:
     """Read the four raw files directly when present: the same tensors as torchvision's
     MNIST, without importing torchvision (seconds per process start for workers)."""
     if not all((raw_dir / name).is_file() for name in RAW_FILES):
@@ -93,7 +121,7 @@ def _load_raw(raw_dir: Path) -> MnistData | None:
         _read_idx(raw_dir / name) for name in RAW_FILES
     )
     train_targets, test_targets = train_targets.long(), test_targets.long()
-    return MnistData(
+    return ImageData(
         train_images=_to_float(train_data),
         train_labels=train_targets,
         train_ids=torch.arange(len(train_targets)),
@@ -103,7 +131,7 @@ def _load_raw(raw_dir: Path) -> MnistData | None:
     )
 
 
-def load_mnist(data_dir: Path, download: bool = True) -> MnistData:
+def load_mnist(data_dir: Path, download: bool = True) -> ImageData:
     """Load MNIST from ``data_dir`` (torchvision layout ``MNIST/raw``), downloading if allowed."""
     data_dir = Path(data_dir)
     direct = _load_raw(data_dir / "MNIST" / "raw")
@@ -123,7 +151,7 @@ def load_mnist(data_dir: Path, download: bool = True) -> MnistData:
             f"holding MNIST/raw."
         ) from None
     checksum = dataset_checksum(train.data, train.targets, test.data, test.targets)
-    return MnistData(
+    return ImageData(
         train_images=_to_float(train.data),
         train_labels=train.targets.clone(),
         train_ids=torch.arange(len(train.targets)),
@@ -136,15 +164,15 @@ def load_mnist(data_dir: Path, download: bool = True) -> MnistData:
 class DataProvider:
     """Loads MNIST once, lazily, and shares it between the API, the worker and the CLI."""
 
-    def __init__(self, data_dir: Path, download: bool = True, preloaded: MnistData | None = None,
+    def __init__(self, data_dir: Path, download: bool = True, preloaded: ImageData | None = None,
                  subset: tuple[int, int, int] | None = None):
         self._data_dir = Path(data_dir)
         self._download = download
         self._data = preloaded
-        self._subset = subset  # (train, test, seed): serve MnistData.subset(...) instead
+        self._subset = subset  # (train, test, seed): serve ImageData.subset(...) instead
         self._lock = threading.Lock()
 
-    def get(self) -> MnistData:
+    def get(self) -> ImageData:
         if self._data is None:
             with self._lock:
                 if self._data is None:

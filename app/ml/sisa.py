@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from app.ml.data import TRAIN_SIZE, MnistData
+from app.ml.data import TRAIN_SIZE, ImageData
 from app.ml.network import ARCHITECTURE, MnistCNN, build_model
 from app.ml.training import TrainingRecipe, train_model
 
@@ -79,7 +79,7 @@ class SisaEnsemble(nn.Module):
 
     # -- training ------------------------------------------------------------------------
 
-    def train_shard(self, shard: int, data: MnistData, first_stage: int = 0,
+    def train_shard(self, shard: int, data: ImageData, first_stage: int = 0,
                     device: torch.device = torch.device("cpu"), progress=None) -> None:
         """(Re)train shard ``shard`` from the checkpoint before ``first_stage``."""
         recipe = self.recipe
@@ -111,7 +111,7 @@ class SisaEnsemble(nn.Module):
         self.shards[shard].load_state_dict(model.state_dict())
         self.shards[shard].eval()
 
-    def forget_samples(self, forget_ids: torch.Tensor, data: MnistData,
+    def forget_samples(self, forget_ids: torch.Tensor, data: ImageData,
                        device: torch.device = torch.device("cpu"), progress=None) -> dict:
         """Drop ``forget_ids`` from their shards and retrain exactly those shards."""
         forget_ids = torch.unique(forget_ids.to(torch.int64))
@@ -198,7 +198,7 @@ def assign_shards(ids: torch.Tensor, recipe: SisaRecipe) -> tuple[list[torch.Ten
     return [s.clone() for s in shard_ids], slice_ends
 
 
-def train_sisa(data: MnistData, recipe: SisaRecipe, device: torch.device = torch.device("cpu"),
+def train_sisa(data: ImageData, recipe: SisaRecipe, device: torch.device = torch.device("cpu"),
                progress=None, shard_ids: list[torch.Tensor] | None = None,
                slice_ends: list[torch.Tensor] | None = None) -> SisaEnsemble:
     """Train every shard. An explicit assignment (``shard_ids``/``slice_ends``) may be given."""
@@ -212,7 +212,7 @@ def train_sisa(data: MnistData, recipe: SisaRecipe, device: torch.device = torch
     return ensemble.eval()
 
 
-def _positions(data: MnistData) -> torch.Tensor:
+def _positions(data: ImageData) -> torch.Tensor:
     """Map official training ID -> row in ``data`` (-1 where the ID is not loaded)."""
     positions = torch.full((TRAIN_SIZE,), -1, dtype=torch.int64)
     positions[data.train_ids] = torch.arange(data.num_train)

@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from app.ml.data import MnistData
+from app.ml.data import ImageData
 from app.ml.network import NUM_CLASSES
 
 ProgressCallback = Callable[[float], None]
@@ -39,11 +39,11 @@ class ForgetTarget:
     def is_empty(self) -> bool:
         return not self.classes and not self.sample_ids
 
-    def forget_mask(self, data: MnistData) -> torch.Tensor:
+    def forget_mask(self, data: ImageData) -> torch.Tensor:
         """Training images this request targets: every image of a class, plus listed IDs."""
         return _membership(data, self.classes, self.sample_ids)
 
-    def retain_mask(self, data: MnistData) -> torch.Tensor:
+    def retain_mask(self, data: ImageData) -> torch.Tensor:
         """Training images no version in the lineage (this request included) forgot."""
         prior = _membership(data, self.prior_classes, self.prior_sample_ids)
         return ~(self.forget_mask(data) | prior)
@@ -57,7 +57,7 @@ def class_mask(labels: torch.Tensor, classes) -> np.ndarray:
     return is_listed[labels.numpy()]
 
 
-def _membership(data: MnistData, classes, sample_ids) -> torch.Tensor:
+def _membership(data: ImageData, classes, sample_ids) -> torch.Tensor:
     mask = class_mask(data.train_labels, classes)
     if sample_ids:
         mask |= np.isin(data.train_ids.numpy(), np.asarray(sorted(sample_ids), dtype=np.int64))
@@ -84,5 +84,5 @@ class UnlearningMethod:
     model_kinds: ClassVar[tuple[str, ...]] = ("cnn",)
 
     def forget(self, model: nn.Module, target: ForgetTarget, params: MethodParams,
-               data: MnistData, progress: ProgressCallback) -> nn.Module:
+               data: ImageData, progress: ProgressCallback) -> nn.Module:
         raise NotImplementedError

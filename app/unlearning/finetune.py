@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import Field
 from torch import nn
 
-from app.ml.data import MnistData
+from app.ml.data import ImageData
 from app.ml.training import TrainingRecipe, train_model
 from app.unlearning.base import (
     ForgetTarget,
@@ -34,7 +34,7 @@ class Finetune(UnlearningMethod):
     Params = FinetuneParams
 
     def forget(self, model: nn.Module, target: ForgetTarget, params: MethodParams,
-               data: MnistData, progress: ProgressCallback) -> nn.Module:
+               data: ImageData, progress: ProgressCallback) -> nn.Module:
         assert isinstance(params, FinetuneParams)
         retain = target.retain_mask(data)
         recipe = TrainingRecipe(seed=params.seed, epochs=params.epochs,

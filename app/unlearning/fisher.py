@@ -38,7 +38,7 @@ from pydantic import Field
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from app.ml.data import MnistData
+from app.ml.data import ImageData
 from app.ml.network import NUM_CLASSES, OUTPUT_LAYER
 from app.unlearning.base import (
     ForgetTarget,
@@ -154,7 +154,7 @@ class FisherForgetting(UnlearningMethod):
     Params = FisherParams
 
     def forget(self, model: nn.Module, target: ForgetTarget, params: MethodParams,
-               data: MnistData, progress: ProgressCallback) -> nn.Module:
+               data: ImageData, progress: ProgressCallback) -> nn.Module:
         assert isinstance(params, FisherParams)
         generator = torch.Generator().manual_seed(params.seed)
         retained = torch.nonzero(target.retain_mask(data)).flatten()

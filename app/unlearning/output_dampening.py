@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from app.ml.data import MnistData
+from app.ml.data import ImageData
 from app.ml.network import OUTPUT_LAYER
 from app.unlearning.base import (
     ForgetTarget,
@@ -48,7 +48,7 @@ class OutputDampening(UnlearningMethod):
     changes_backbone = False
 
     def forget(self, model: nn.Module, target: ForgetTarget, params: MethodParams,
-               data: MnistData, progress: ProgressCallback) -> nn.Module:
+               data: ImageData, progress: ProgressCallback) -> nn.Module:
         assert isinstance(params, OutputDampeningParams)
         model = dampen_output_layer(model, target.classes, params.alpha)
         progress(1.0)

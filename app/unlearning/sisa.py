@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from app.ml.data import MnistData
+from app.ml.data import ImageData
 from app.ml.sisa import KIND, SisaEnsemble
 from app.unlearning.base import (
     ForgetTarget,
@@ -33,7 +33,7 @@ class SisaForgetting(UnlearningMethod):
     model_kinds = (KIND,)
 
     def forget(self, model: nn.Module, target: ForgetTarget, params: MethodParams,
-               data: MnistData, progress: ProgressCallback) -> nn.Module:
+               data: ImageData, progress: ProgressCallback) -> nn.Module:
         if not isinstance(model, SisaEnsemble):
             raise TypeError("the sisa method needs a SISA version (kind 'sisa')")
         forget_ids = data.train_ids[target.forget_mask(data)]

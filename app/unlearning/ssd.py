@@ -35,7 +35,7 @@ from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from app.ml.data import MnistData
+from app.ml.data import ImageData
 from app.unlearning.base import (
     ForgetTarget,
     MethodParams,
@@ -132,7 +132,7 @@ class ImportanceCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(fingerprint: str, data: MnistData, params: SsdParams) -> str:
+    def key(fingerprint: str, data: ImageData, params: SsdParams) -> str:
         setting = f"{data.checksum}|{params.importance_samples}|{params.seed}|{params.batch_size}"
         return f"{fingerprint[:32]}-{hashlib.sha256(setting.encode()).hexdigest()[:16]}"
 
@@ -172,7 +172,7 @@ class ImportanceCache:
         return self.directory / f"ssd-importance-{key}.safetensors" if self.directory else None
 
 
-def full_data_importances(model: nn.Module, data: MnistData, params: SsdParams,
+def full_data_importances(model: nn.Module, data: ImageData, params: SsdParams,
                           cache: ImportanceCache | None,
                           progress: ProgressCallback | None = None) -> Importances:
     """[D] of the source model, from the cache when this version was seen before."""
@@ -205,7 +205,7 @@ class SelectiveSynapticDampening(UnlearningMethod):
         self.cache: ImportanceCache | None = ImportanceCache()
 
     def forget(self, model: nn.Module, target: ForgetTarget, params: MethodParams,
-               data: MnistData, progress: ProgressCallback) -> nn.Module:
+               data: ImageData, progress: ProgressCallback) -> nn.Module:
         assert isinstance(params, SsdParams)
         full = full_data_importances(model, data, params, self.cache,
                                      lambda f: progress(0.8 * f))
