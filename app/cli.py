@@ -117,7 +117,7 @@ def train(
     try:
         recipe = TrainingRecipe(seed=seed, epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate)
-        state, card = train_base_model(ctx.data.get(), recipe, ctx.device)
+        state, card = train_base_model(ctx.model_data(ctx.model_name), recipe, ctx.device)
         typer.echo(f"test accuracy {card['test_accuracy']:.4f}")
         if export is not None:
             export_model(state, card, export)
@@ -142,7 +142,7 @@ def _train_sisa(seed: int, epochs: int, batch_size: int, learning_rate: float, s
     _configure_logging(settings.log_level)
     ctx = build_context(settings)
     try:
-        data = ctx.data.get()
+        data = ctx.model_data(ctx.model_name)
         recipe = SisaRecipe(shards=shards, slices=slices, epochs_per_slice=epochs,
                             batch_size=batch_size, learning_rate=learning_rate, seed=seed)
         with tqdm_progress(f"training SISA ({shards} shards x {slices} slices)") as progress:

@@ -130,13 +130,14 @@ def test_retain_set_leaves_out_what_ancestors_forgot(small_data):
 
 def test_retrain_and_finetune_report_progress_and_train_on_the_retain_set(small_data,
                                                                           trained_state):
-    from app.ml.network import build_model
+    from app.architectures.catalog import build_model
+    from app.architectures.mnist_cnn import MNIST_SPEC
 
     tiny = small_data.subset(300, 100, seed=2)
     target = ForgetTarget(classes=(2,))
     for name, params in (("retrain", {"epochs": 1}), ("finetune", {"epochs": 1})):
         method = METHODS[name]
-        model = build_model()
+        model = build_model(MNIST_SPEC)
         model.load_state_dict(trained_state)
         original = copy.deepcopy(model.state_dict())
         seen: list[float] = []

@@ -2,13 +2,14 @@
 
 import torch
 
-from app.ml.network import build_model
+from app.architectures.catalog import build_model
+from app.architectures.mnist_cnn import MNIST_SPEC
 from app.unlearning.base import ForgetTarget
 from app.unlearning.output_dampening import METHOD, OutputDampeningParams, dampen_output_layer
 
 
 def _model_with_known_output_layer():
-    model = build_model()
+    model = build_model(MNIST_SPEC)
     with torch.no_grad():
         model.fc2.weight.copy_(torch.arange(10 * 128, dtype=torch.float32).view(10, 128) / 100)
         model.fc2.bias.copy_(torch.arange(10, dtype=torch.float32) + 1)

@@ -20,6 +20,7 @@ CHAIN_HEAD_ID = 1
 
 
 class AuditAction(str, enum.Enum):
+    model_created = "model.created"
     model_registered = "model.registered"
     version_promoted = "model.promoted"
     forget_request_received = "forget_request.received"

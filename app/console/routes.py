@@ -702,7 +702,7 @@ def sweep_plot(request: Request, version: int, digit: int,
     with ctx.db.session() as session:
         row = registry_service.get_version(session, ctx.model_name, version)
     parsed = parse_alphas(alphas)
-    data_key = hashlib.sha256(ctx.data.get().checksum.encode()).hexdigest()[:12]
+    data_key = hashlib.sha256(ctx.model_data(ctx.model_name).checksum.encode()).hexdigest()[:12]
     alpha_key = hashlib.sha256(repr(parsed).encode()).hexdigest()[:12]
     key = f"sweep-{row.artifact_sha256[:24]}-{data_key}-{digit}-{alpha_key}"
     render = lambda: plots.sweep_plot(alpha_sweep(ctx, row, digit, parsed), digit)  # noqa: E731

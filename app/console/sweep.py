@@ -23,7 +23,6 @@ from app.evaluation.metrics import (
     retention_score,
 )
 from app.evaluation.service import NAMED_SETS, named_set_masks
-from app.ml.network import NUM_CLASSES, OUTPUT_LAYER
 from app.registry.models import ModelVersion
 from app.unlearning.base import ForgetTarget
 
@@ -56,12 +55,13 @@ def parse_alphas(text: str | None) -> tuple[float, ...]:
 @torch.inference_mode()
 def alpha_sweep(ctx: ServiceContext, version: ModelVersion, forgotten_class: int,
                 alphas: tuple[float, ...]) -> list[dict]:
-    if not 0 <= forgotten_class < NUM_CLASSES:
-        raise InvalidInputError(f"class: {forgotten_class} is outside 0-9", "class")
-    data = ctx.data.get()
+    data = ctx.model_data(version.model_name)
+    if not 0 <= forgotten_class < data.num_classes:
+        raise InvalidInputError(
+            f"class: {forgotten_class} is outside 0-{data.num_classes - 1}", "class")
     model = ctx.models.get(version)
     features = ctx.evaluator.feature_cache.get(version.backbone_sha256, model, data, ctx.device)
-    layer = getattr(model, OUTPUT_LAYER)
+    layer = model.output_layer
     weight, bias = layer.weight.detach().cpu(), layer.bias.detach().cpu()
     logits = {
         "train": (torch.addmm(bias, features.train, weight.T).to(torch.float64),

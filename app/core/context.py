@@ -4,11 +4,13 @@ the CLI and the worker alike, so all three run the same domain code."""
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 
 import torch
 
 from app.core.config import Settings
+from app.core.errors import NotFoundError
 from app.db.session import Database
 from app.evaluation.features import FeatureCache
 from app.evaluation.service import Evaluator
@@ -19,6 +21,33 @@ from app.registry.model_cache import ModelCache
 
 logger = logging.getLogger("unlearn")
 
+MNIST_DATASET = "mnist"
+
+
+class DatasetProvider:
+    """Registered datasets by name, loaded once each and shared by every request."""
+
+    def __init__(self, settings: Settings, subset: tuple[int, int, int] | None = None):
+        self._settings = settings
+        self._subset = subset
+        self._loaded: dict[str, ImageData] = {}
+        self._mnist = DataProvider(settings.data_dir, download=True, subset=subset)
+        self._lock = threading.Lock()
+
+    def preload(self, name: str, data: ImageData) -> None:
+        with self._lock:
+            self._loaded[name] = data
+
+    def get(self, name: str) -> ImageData:
+        with self._lock:
+            if name in self._loaded:
+                return self._loaded[name]
+        if name != MNIST_DATASET:
+            raise NotFoundError(f"dataset {name!r} is not registered", "dataset")
+        data = self._mnist.get()
+        with self._lock:
+            return self._loaded.setdefault(name, data)
+
 
 @dataclass
 class ServiceContext:
@@ -27,33 +56,54 @@ class ServiceContext:
     device: torch.device
     store: ArtifactStore
     models: ModelCache
-    data: DataProvider
+    datasets: DatasetProvider
     evaluator: Evaluator
     extras: dict = field(default_factory=dict)
+    # model name -> dataset name; a model's dataset never changes once registered.
+    _model_datasets: dict[str, str] = field(default_factory=dict)
 
     @property
     def model_name(self) -> str:
+        """The default model: the one the design card's paths address."""
         return self.settings.model_name
+
+    def dataset_of(self, model_name: str) -> str:
+        """The name of the dataset ``model_name`` was trained on (404 if no such model)."""
+        cached = self._model_datasets.get(model_name)
+        if cached is not None:
+            return cached
+        from app.registry.service import get_registered_model
+
+        with self.db.session() as session:
+            dataset = get_registered_model(session, model_name).dataset_name
+        self._model_datasets[model_name] = dataset
+        return dataset
+
+    def model_data(self, model_name: str) -> ImageData:
+        """The dataset ``model_name`` was trained on, loaded."""
+        return self.datasets.get(self.dataset_of(model_name))
 
     def close(self) -> None:
         self.db.dispose()
 
 
 def build_context(settings: Settings, data: ImageData | None = None) -> ServiceContext:
-    """Wire the parts. ``data`` preloads a dataset (tests pass a small real-MNIST subset)."""
+    """Wire the parts. ``data`` preloads the MNIST dataset (tests pass a small subset)."""
     from app.unlearning.catalog import configure_caches  # methods import the ML stack
 
     device = resolve_device(settings.device)
     store = make_artifact_store(settings)
     configure_caches(settings.cache_dir)
+    datasets = DatasetProvider(settings, subset=_parse_subset(settings.data_subset))
+    if data is not None:
+        datasets.preload(MNIST_DATASET, data)
     return ServiceContext(
         settings=settings,
         db=Database(settings.database_url),
         device=device,
         store=store,
         models=ModelCache(store, device, settings.model_cache_size),
-        data=DataProvider(settings.data_dir, download=True, preloaded=data,
-                          subset=_parse_subset(settings.data_subset)),
+        datasets=datasets,
         evaluator=Evaluator(FeatureCache(settings.cache_dir / "features"), device),
     )
 

@@ -23,8 +23,8 @@ from app.ml.data import ImageData
 
 @dataclass(frozen=True)
 class Features:
-    train: torch.Tensor  # [N_train, 128], aligned with ImageData.train_*
-    test: torch.Tensor  # [N_test, 128]
+    train: torch.Tensor  # [N_train, D], aligned with ImageData.train_* (D: the network's)
+    test: torch.Tensor  # [N_test, D]
 
 
 @torch.inference_mode()
@@ -35,7 +35,10 @@ def compute_features(model: nn.Module, images: torch.Tensor, device: torch.devic
         model.features(images[start : start + batch_size].to(device)).cpu()
         for start in range(0, images.shape[0], batch_size)
     ]
-    return torch.cat(chunks) if chunks else torch.empty(0, 128)
+    if not chunks:
+        width = model.output_layer.in_features  # type: ignore[operator]
+        return torch.empty(0, width)
+    return torch.cat(chunks)
 
 
 class FeatureCache:

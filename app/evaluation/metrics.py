@@ -14,8 +14,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from app.ml.network import NUM_CLASSES
-
 
 @dataclass(frozen=True)
 class Outcomes:
@@ -25,12 +23,14 @@ class Outcomes:
     labels: np.ndarray  # int64 [N], true classes
     predicted: np.ndarray  # int64 [N]
     loss: np.ndarray  # float64 [N], cross-entropy of each image
+    num_classes: int = 10
 
     @classmethod
     def from_logits(cls, logits: torch.Tensor, labels: torch.Tensor) -> "Outcomes":
         logits = logits.detach().to(torch.float64)  # float64: stable means over 60k images
         return cls(labels=labels.numpy(), predicted=logits.argmax(dim=1).numpy(),
-                   loss=F.cross_entropy(logits, labels, reduction="none").numpy())
+                   loss=F.cross_entropy(logits, labels, reduction="none").numpy(),
+                   num_classes=int(logits.shape[1]))
 
 
 
@@ -47,9 +47,10 @@ def outcome_metrics(outcomes: Outcomes, mask: np.ndarray | None = None) -> dict 
     count = int(weights.sum())
     if count == 0:
         return None
-    confusion = np.bincount(outcomes.labels * NUM_CLASSES + outcomes.predicted,
-                            weights=weights, minlength=NUM_CLASSES * NUM_CLASSES)
-    confusion = confusion.round().astype(np.int64).reshape(NUM_CLASSES, NUM_CLASSES)
+    k = outcomes.num_classes
+    confusion = np.bincount(outcomes.labels * k + outcomes.predicted,
+                            weights=weights, minlength=k * k)
+    confusion = confusion.round().astype(np.int64).reshape(k, k)
     support = confusion.sum(axis=1).tolist()
     diagonal = confusion.diagonal().tolist()
     return {

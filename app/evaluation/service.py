@@ -20,7 +20,7 @@ from app.evaluation.metrics import (
     retention_score,
 )
 from app.ml.data import ImageData
-from app.ml.network import OUTPUT_LAYER, MnistCNN
+from app.architectures.base import ImageClassifier
 from app.unlearning.base import ForgetTarget, class_mask
 
 NAMED_SETS = ("forget", "retain", "test_forget", "test_retain")
@@ -56,9 +56,9 @@ class Evaluator:
                 if key in self._outcomes:
                     self._outcomes.move_to_end(key)
                     return self._outcomes[key]
-        if isinstance(model, MnistCNN):
+        if isinstance(model, ImageClassifier):
             features = self.feature_cache.get(backbone_sha256, model, data, self.device)
-            output_layer = getattr(model, OUTPUT_LAYER)
+            output_layer = model.output_layer
             weight = output_layer.weight.detach().cpu()
             bias = output_layer.bias.detach().cpu()
             train_logits = torch.addmm(bias, features.train, weight.T)

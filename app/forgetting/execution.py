@@ -29,8 +29,8 @@ from app.audit.service import AuditAction, record
 from app.core.context import ServiceContext
 from app.db.base import utcnow
 from app.forgetting.models import ForgetRequest, RequestStatus
-from app.registry.artifacts import backbone_sha256, sha256_bytes
-from app.registry.model_kinds import model_bytes
+from app.registry.artifacts import sha256_bytes
+from app.registry.model_kinds import model_backbone_sha256, model_bytes
 from app.registry.models import ModelVersion
 from app.registry.service import artifact_key, get_version, insert_version
 from app.unlearning.base import ForgetTarget
@@ -222,7 +222,7 @@ def warm_up(ctx: ServiceContext) -> None:
         with ctx.db.session() as session:
             version = resolve_version(session, ctx.model_name, None)
         model = ctx.models.get(version)
-        ctx.evaluator.outcomes(model, version.backbone_sha256, ctx.data.get(),
+        ctx.evaluator.outcomes(model, version.backbone_sha256, ctx.model_data(ctx.model_name),
                                version.artifact_sha256)
     except Exception:  # nothing registered yet, or data missing: requests will say why
         logger.warning("warm-up skipped", exc_info=True)
@@ -306,7 +306,7 @@ def execute_request(ctx: ServiceContext, request_id: str, worker_id: str,
                                   tuple(request.target_sample_ids),
                                   prior_classes=tuple(source.forgotten_classes),
                                   prior_sample_ids=tuple(source.forgotten_sample_ids))
-            data = ctx.data.get()
+            data = ctx.model_data(request.model_name)
 
             source_model = ctx.models.get(source)
             before = ctx.evaluator.request_metrics(source_model, source.backbone_sha256, data,
@@ -322,7 +322,7 @@ def execute_request(ctx: ServiceContext, request_id: str, worker_id: str,
 
             payload, state = model_bytes(forgotten)
             sha = sha256_bytes(payload)
-            backbone = backbone_sha256(state)
+            backbone = model_backbone_sha256(forgotten, state)
             after = ctx.evaluator.request_metrics(forgotten, backbone, data, target, sha)
             version_metrics = ctx.evaluator.version_metrics(forgotten, backbone, data, sha)
 

@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from app.ml.data import TRAIN_SIZE, ImageData
-from app.ml.network import ARCHITECTURE, MnistCNN, build_model
+from app.architectures.base import ImageClassifier, ModelSpec
+from app.architectures.catalog import build_model
+from app.ml.data import ImageData
 from app.ml.training import TrainingRecipe, train_model
 
 KIND = "sisa"
@@ -54,11 +55,12 @@ def _copy_state(model: nn.Module) -> State:
 class SisaEnsemble(nn.Module):
     kind = KIND
 
-    def __init__(self, recipe: SisaRecipe, shard_ids: list[torch.Tensor],
+    def __init__(self, recipe: SisaRecipe, spec: ModelSpec, shard_ids: list[torch.Tensor],
                  slice_ends: list[torch.Tensor]):
         super().__init__()
         self.recipe = recipe
-        self.shards = nn.ModuleList(build_model() for _ in shard_ids)
+        self.spec = spec  # every member's architecture, class count and input shape
+        self.shards = nn.ModuleList(build_model(spec) for _ in shard_ids)
         # Official training IDs of each shard, in slice order; slice r of shard s is
         # shard_ids[s][slice_ends[s][r-1]:slice_ends[s][r]].
         self.shard_ids = [ids.to(torch.int64).clone() for ids in shard_ids]
@@ -85,14 +87,14 @@ class SisaEnsemble(nn.Module):
         recipe = self.recipe
         if first_stage == 0:
             torch.manual_seed(recipe.stage_seed(shard, 0))
-            model = build_model()
+            model = build_model(self.spec)
             self.checkpoints[shard] = []
         else:
-            model = build_model()
+            model = build_model(self.spec)
             model.load_state_dict(self.checkpoints[shard][first_stage])
             self.checkpoints[shard] = self.checkpoints[shard][:first_stage]
-        positions = _positions(data)
         slices = self.slices_of(shard)
+        positions = _positions(data, self.shard_ids[shard])
         for stage in range(first_stage, recipe.slices):
             self.checkpoints[shard].append(_copy_state(model))
             ids = torch.cat(slices[: stage + 1])
@@ -153,7 +155,7 @@ class SisaEnsemble(nn.Module):
             for r, checkpoint in enumerate(self.checkpoints[s]):
                 for name, tensor in checkpoint.items():
                     state[f"checkpoints.{s}.{r}.{name}"] = tensor
-        metadata = {"architecture": ARCHITECTURE, "kind": KIND, "recipe": self.recipe.to_dict()}
+        metadata = {**self.spec.to_metadata(), "kind": KIND, "recipe": self.recipe.to_dict()}
         return state, metadata
 
     @classmethod
@@ -161,7 +163,7 @@ class SisaEnsemble(nn.Module):
         recipe = SisaRecipe(**metadata["recipe"])
         shard_ids = [state[f"shard_ids.{s}"] for s in range(recipe.shards)]
         slice_ends = [state[f"slice_ends.{s}"] for s in range(recipe.shards)]
-        ensemble = cls(recipe, shard_ids, slice_ends)
+        ensemble = cls(recipe, ModelSpec.from_metadata(metadata), shard_ids, slice_ends)
         for s, shard in enumerate(ensemble.shards):
             prefix = f"shards.{s}."
             shard.load_state_dict({k[len(prefix):]: v for k, v in state.items()
@@ -177,7 +179,7 @@ class SisaEnsemble(nn.Module):
     def __deepcopy__(self, memo):
         # nn.Module deepcopy copies plain attributes too; spelled out so that checkpoints
         # (plain tensors, not parameters) are copied, never shared with the cached source.
-        clone = SisaEnsemble(self.recipe, self.shard_ids, self.slice_ends)
+        clone = SisaEnsemble(self.recipe, self.spec, self.shard_ids, self.slice_ends)
         clone.shards = copy.deepcopy(self.shards, memo)
         clone.checkpoints = [[{k: v.clone() for k, v in c.items()} for c in shard]
                              for shard in self.checkpoints]
@@ -200,11 +202,16 @@ def assign_shards(ids: torch.Tensor, recipe: SisaRecipe) -> tuple[list[torch.Ten
 
 def train_sisa(data: ImageData, recipe: SisaRecipe, device: torch.device = torch.device("cpu"),
                progress=None, shard_ids: list[torch.Tensor] | None = None,
-               slice_ends: list[torch.Tensor] | None = None) -> SisaEnsemble:
-    """Train every shard. An explicit assignment (``shard_ids``/``slice_ends``) may be given."""
+               slice_ends: list[torch.Tensor] | None = None,
+               spec: ModelSpec | None = None) -> SisaEnsemble:
+    """Train every shard. An explicit assignment (``shard_ids``/``slice_ends``) may be given.
+    ``spec`` is the members' network; default: the mnist-cnn architecture on the data's
+    classes and image shape."""
+    if spec is None:
+        spec = ModelSpec("mnist-cnn", data.num_classes, data.image_shape)
     if shard_ids is None:
         shard_ids, slice_ends = assign_shards(data.train_ids, recipe)
-    ensemble = SisaEnsemble(recipe, shard_ids, slice_ends)
+    ensemble = SisaEnsemble(recipe, spec, shard_ids, slice_ends)
     for shard in range(recipe.shards):
         ensemble.train_shard(shard, data, 0, device,
                              progress=None if progress is None else
@@ -212,12 +219,15 @@ def train_sisa(data: ImageData, recipe: SisaRecipe, device: torch.device = torch
     return ensemble.eval()
 
 
-def _positions(data: ImageData) -> torch.Tensor:
-    """Map official training ID -> row in ``data`` (-1 where the ID is not loaded)."""
-    positions = torch.full((TRAIN_SIZE,), -1, dtype=torch.int64)
+def _positions(data: ImageData, ids: torch.Tensor) -> torch.Tensor:
+    """Map training ID -> row in ``data`` (-1 where the ID is not loaded), for every ID up
+    to the largest of ``ids`` and of the loaded ones."""
+    size = 1 + max(int(data.train_ids.max()) if data.num_train else -1,
+                   int(ids.max()) if ids.numel() else -1)
+    positions = torch.full((size,), -1, dtype=torch.int64)
     positions[data.train_ids] = torch.arange(data.num_train)
     return positions
 
 
 def is_ensemble(model: nn.Module) -> bool:
-    return not isinstance(model, MnistCNN)
+    return not isinstance(model, ImageClassifier)

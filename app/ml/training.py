@@ -1,4 +1,5 @@
-"""Training loop for the CNN; the same recipe trains the base model and the `retrain` baseline."""
+"""Training loop for any hosted network; the same recipe trains base models and the
+`retrain` baseline."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from app.ml.network import MnistCNN, build_model
+from app.architectures.base import ImageClassifier, ModelSpec
+from app.architectures.catalog import build_model
+from app.architectures.mnist_cnn import MNIST_SPEC
 
 
 @dataclass(frozen=True)
@@ -37,12 +40,14 @@ def train_model(
     device: torch.device = torch.device("cpu"),
     progress: ProgressCallback | None = None,
     show_bar: bool = False,
-    model: MnistCNN | None = None,
-) -> MnistCNN:
-    """Train ``model`` (a fresh, seeded one if None) on the given images with the recipe."""
+    model: ImageClassifier | None = None,
+    spec: ModelSpec = MNIST_SPEC,
+) -> ImageClassifier:
+    """Train ``model`` on the given images with the recipe; when ``model`` is None, a fresh
+    network of ``spec`` seeded by the recipe (so a retrain is reproducible)."""
     torch.manual_seed(recipe.seed)
     if model is None:
-        model = build_model()
+        model = build_model(spec)
     model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
     loss_fn = nn.CrossEntropyLoss()

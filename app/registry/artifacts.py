@@ -18,9 +18,6 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from app.ml.network import OUTPUT_LAYER
-
-
 class ArtifactIntegrityError(RuntimeError):
     """The stored file is missing or its sha256 differs from the registry's record."""
 
@@ -48,11 +45,12 @@ def read_metadata(data: bytes) -> dict:
     return json.loads(header.get("__metadata__", {}).get("unlearn", "{}"))
 
 
-def backbone_sha256(state: dict[str, torch.Tensor]) -> str:
-    """Hash of every tensor except the output layer's: equal hashes mean equal features."""
+def backbone_sha256(state: dict[str, torch.Tensor], output_layer: str) -> str:
+    """Hash of every tensor except the output layer's (``output_layer`` is its module
+    path, e.g. 'fc2'): equal hashes mean equal features."""
     digest = hashlib.sha256()
     for name in sorted(state):
-        if name.split(".")[-2:-1] == [OUTPUT_LAYER] or name.startswith(OUTPUT_LAYER + "."):
+        if name.startswith(output_layer + "."):
             continue
         tensor = state[name].detach().cpu().contiguous()
         digest.update(name.encode())

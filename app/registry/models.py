@@ -16,7 +16,11 @@ class RegisteredModel(Base):
     __tablename__ = "registered_models"
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # The registered dataset every version of this model is trained and evaluated on.
+    dataset_name: Mapped[str] = mapped_column(String(100), default="mnist")
+    architecture: Mapped[str] = mapped_column(String(64), default="mnist-cnn")
     production_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(200), default="system")
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 

@@ -19,11 +19,21 @@ def artifact_key(model_name: str) -> str:
     return f"{model_name}/{uuid.uuid4().hex}.safetensors"
 
 
-def get_registered_model(session: Session, model_name: str) -> RegisteredModel:
-    model = session.get(RegisteredModel, model_name)
+def get_registered_model(session: Session, model_name: str, field: str = "model_name",
+                         for_update: bool = False) -> RegisteredModel:
+    model = session.get(RegisteredModel, model_name, with_for_update=for_update)
     if model is None:
-        raise NotFoundError(f"model {model_name!r} is not registered")
+        raise NotFoundError(f"model {model_name!r} is not registered", field)
     return model
+
+
+def list_registered_models(session: Session) -> list[RegisteredModel]:
+    return list(session.scalars(select(RegisteredModel).order_by(RegisteredModel.name)))
+
+
+def version_count(session: Session, model_name: str) -> int:
+    return int(session.scalar(select(func.count(ModelVersion.id))
+                              .where(ModelVersion.model_name == model_name)) or 0)
 
 
 def get_version(session: Session, model_name: str, version: int,
@@ -47,7 +57,7 @@ def resolve_version(session: Session, model_name: str, version: int | None,
                     field: str = "model_version") -> ModelVersion:
     """The given version, or the production version when None."""
     if version is None:
-        version = production_version(session, model_name)
+        version = get_registered_model(session, model_name).production_version
         if version is None:
             raise NotFoundError(f"model {model_name!r} has no production version", field)
     return get_version(session, model_name, version, field)
@@ -97,11 +107,7 @@ def insert_version(
 ) -> ModelVersion:
     """Insert a version row in the caller's transaction. The artifact must already be
     durable. The first version of a model becomes its production version."""
-    registered = session.get(RegisteredModel, model_name, with_for_update=True)
-    if registered is None:
-        registered = RegisteredModel(name=model_name)
-        session.add(registered)
-        session.flush()
+    registered = get_registered_model(session, model_name, for_update=True)
     row = ModelVersion(
         model_name=model_name,
         version=next_version_number(session, model_name),

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from app.ml.data import ImageData
-from app.ml.network import NUM_CLASSES
 
 ProgressCallback = Callable[[float], None]
 
@@ -50,11 +49,15 @@ class ForgetTarget:
 
 
 def class_mask(labels: torch.Tensor, classes) -> np.ndarray:
-    """Images whose label is one of ``classes`` (a 10-entry lookup table, not ``isin``:
+    """Images whose label is one of ``classes`` (a per-class lookup table, not ``isin``:
     this runs on every forget request, before and after, over 60,000 labels)."""
-    is_listed = np.zeros(NUM_CLASSES, dtype=bool)
-    is_listed[list(classes)] = True
-    return is_listed[labels.numpy()]
+    label_array = labels.numpy()
+    classes = list(classes)
+    size = max([int(label_array.max()) + 1 if label_array.size else 0,
+                *(c + 1 for c in classes)])
+    is_listed = np.zeros(size, dtype=bool)
+    is_listed[classes] = True
+    return is_listed[label_array]
 
 
 def _membership(data: ImageData, classes, sample_ids) -> torch.Tensor:

@@ -39,7 +39,6 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from app.ml.data import ImageData
-from app.ml.network import NUM_CLASSES, OUTPUT_LAYER
 from app.unlearning.base import (
     ForgetTarget,
     MethodParams,
@@ -77,6 +76,8 @@ def diagonal_fisher(model: nn.Module, images: torch.Tensor, batch_size: int = 64
     With ``sample_labels`` (a generator), one y ~ p(y|x) per image replaces the sum."""
     model = model.eval()
     parameters = {name: p.detach() for name, p in model.named_parameters()}
+    with torch.no_grad():  # the class count, from the network itself
+        num_classes = int(model(images[:1].to(next(iter(parameters.values())).device)).shape[1])
     buffers = {name: b.detach() for name, b in model.named_buffers()}
 
     def log_probabilities(params, image):
@@ -87,7 +88,7 @@ def diagonal_fisher(model: nn.Module, images: torch.Tensor, batch_size: int = 64
     per_label_gradient = [
         vmap(grad(lambda params, image, k=k: log_probabilities(params, image)[k]),
              in_dims=(None, 0))
-        for k in range(NUM_CLASSES)
+        for k in range(num_classes)
     ]
     fisher = {name: torch.zeros_like(p) for name, p in parameters.items()}
     n = int(images.shape[0])
@@ -97,7 +98,7 @@ def diagonal_fisher(model: nn.Module, images: torch.Tensor, batch_size: int = 64
             probabilities = torch.softmax(model(x), dim=1)
         if sample_labels is not None:
             drawn = torch.multinomial(probabilities.cpu(), 1, generator=sample_labels).flatten()
-        for label in range(NUM_CLASSES):
+        for label in range(num_classes):
             if sample_labels is None:
                 rows = torch.arange(x.shape[0])
                 weight = probabilities[:, label]
@@ -116,9 +117,9 @@ def diagonal_fisher(model: nn.Module, images: torch.Tensor, batch_size: int = 64
 
 
 def noise_variance(name: str, fisher: torch.Tensor, noise_scale: float,
-                   forgotten_classes: tuple[int, ...]) -> torch.Tensor:
+                   forgotten_classes: tuple[int, ...], output_layer: str) -> torch.Tensor:
     """The reference code's per-element variance for one parameter tensor."""
-    is_output = name.startswith(OUTPUT_LAYER + ".")
+    is_output = name.startswith(output_layer + ".")
     variance = (1.0 / (fisher + 1e-8)).clamp(max=OUTPUT_VARIANCE_CAP if is_output else VARIANCE_CAP)
     variance = noise_scale * variance
     if variance.dim() > 1:
@@ -134,12 +135,14 @@ def noise_variance(name: str, fisher: torch.Tensor, noise_scale: float,
 
 @torch.no_grad()
 def perturb(model: nn.Module, fisher: dict[str, torch.Tensor], noise_scale: float,
-            forgotten_classes: tuple[int, ...], generator: torch.Generator) -> nn.Module:
+            forgotten_classes: tuple[int, ...], generator: torch.Generator,
+            output_layer: str) -> nn.Module:
     """theta <- mu + sqrt(var) * eps, in place (mu = theta, or 0 for forgotten output rows)."""
     for name, parameter in model.named_parameters():
-        variance = noise_variance(name, fisher[name].cpu(), noise_scale, forgotten_classes)
+        variance = noise_variance(name, fisher[name].cpu(), noise_scale, forgotten_classes,
+                                  output_layer)
         mean = parameter.detach().cpu().clone()
-        if name.startswith(OUTPUT_LAYER + "."):
+        if name.startswith(output_layer + "."):
             for f in forgotten_classes:
                 mean[f] = 0.0
         noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
@@ -162,7 +165,8 @@ class FisherForgetting(UnlearningMethod):
         fisher = diagonal_fisher(
             model, data.train_images[pick], progress=lambda f: progress(0.95 * f),
             sample_labels=generator if params.fisher_labels == "sampled" else None)
-        perturb(model, fisher, params.noise_scale, target.classes, generator)
+        perturb(model, fisher, params.noise_scale, target.classes, generator,
+                model.output_layer_name)
         progress(1.0)
         return model
 

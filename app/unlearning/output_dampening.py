@@ -14,7 +14,6 @@ from pydantic import Field
 from torch import nn
 
 from app.ml.data import ImageData
-from app.ml.network import OUTPUT_LAYER
 from app.unlearning.base import (
     ForgetTarget,
     MethodParams,
@@ -33,7 +32,7 @@ class OutputDampeningParams(MethodParams):
 @torch.no_grad()
 def dampen_output_layer(model: nn.Module, classes: tuple[int, ...], alpha: float) -> nn.Module:
     """Scale the output layer's weights and bias of each class by alpha, in place."""
-    layer: nn.Linear = getattr(model, OUTPUT_LAYER)
+    layer: nn.Linear = model.output_layer  # type: ignore[assignment]
     for f in classes:
         layer.weight[f, :] *= alpha
         layer.bias[f] *= alpha

@@ -44,7 +44,7 @@ class Retrain(UnlearningMethod):
         device = next(model.parameters()).device
         # The source weights are ignored on purpose: nothing of them may leak into the result.
         return train_model(data.train_images[retain], data.train_labels[retain], recipe,
-                           device=device, progress=progress)
+                           device=device, progress=progress, spec=model.spec)
 
 
 METHOD = Retrain()
