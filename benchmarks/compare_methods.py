@@ -90,7 +90,8 @@ def run_request(ctx, version: int, target: dict, method: str, params: dict) -> t
     start = time.perf_counter()
     with ctx.db.session() as session:
         request_id = file_request(session, ctx.model_name, body, "benchmark",
-                                  ctx.settings.max_sample_ids).id
+                                  ctx.settings.max_sample_ids,
+                                  data=ctx.model_data(ctx.model_name)).id
     claimed = claim_next(ctx, "bench")
     assert claimed == request_id
     execute_request(ctx, request_id, "bench")

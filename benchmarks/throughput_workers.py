@@ -93,7 +93,8 @@ def run(workers: int, requests: int, admin_url: str, workdir: Path, threads: int
                 body = ForgetRequestCreate(classes=[n % 10], method="output_dampening",
                                            params={"alpha": 0.5}, requested_by="benchmark",
                                            subject_reference=f"BENCH-{n}")
-                file_request(session, ctx.model_name, body, "benchmark", 10_000)
+                file_request(session, ctx.model_name, body, "benchmark", 10_000,
+                             data=ctx.model_data(ctx.model_name))
         started = time.perf_counter()
         while True:
             with ctx.db.session() as session:

@@ -392,8 +392,9 @@ def _request_body(form) -> ForgetRequestCreate:
 def _file(request: Request, body: ForgetRequestCreate, actor: str) -> ForgetRequest:
     ctx = _ctx(request)
     with ctx.db.session() as session:
-        return forgetting_service.file_request(session, ctx.model_name, body, actor,
-                                               ctx.settings.max_sample_ids)
+        return forgetting_service.file_request(
+            session, body.model_name or ctx.model_name, body, actor,
+            ctx.settings.max_sample_ids, data=ctx.model_data(body.model_name or ctx.model_name))
 
 
 @pages.get("/forget-requests/{request_id}", response_class=HTMLResponse)

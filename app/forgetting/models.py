@@ -32,6 +32,8 @@ class ForgetRequest(Base):
     # The dataset's own sample IDs of target_sample_ids, in the same order (None where the
     # dataset's IDs are the integers themselves, as MNIST's are).
     target_sample_keys: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # Names of target_classes in the dataset's class list (None on rows filed before 0006).
+    target_class_names: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     # Requested IDs that the source version's lineage had already forgotten (reported,
     # and counted once in the new version's cumulative set). NULL on rows filed before 0004.
     already_forgotten_sample_ids: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)

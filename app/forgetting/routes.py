@@ -17,6 +17,7 @@ from app.core.context import ServiceContext
 from app.core.errors import InvalidInputError
 from app.forgetting import service
 from app.forgetting.models import ForgetRequest, RequestStatus
+from app.registry.links import version_path
 from app.forgetting.schemas import (
     ForgetRequestCreate,
     ForgetRequestList,
@@ -35,7 +36,7 @@ READERS = [Depends(require(Role.privacy_officer, Role.auditor))]
 FINISHED = {RequestStatus.completed.value, RequestStatus.failed.value}
 
 
-def to_read(request: ForgetRequest) -> ForgetRequestRead:
+def to_read(request: ForgetRequest, default_model: str) -> ForgetRequestRead:
     duration = None
     if request.started_at and request.finished_at:
         duration = (request.finished_at - request.started_at).total_seconds()
@@ -49,8 +50,10 @@ def to_read(request: ForgetRequest) -> ForgetRequestRead:
         method=request.method,
         params=request.params,
         classes=request.target_classes,
-        sample_ids=request.target_sample_ids,
-        already_forgotten_sample_ids=request.already_forgotten_sample_ids or [],
+        class_names=request.target_class_names or [],
+        sample_ids=_sample_keys(request, request.target_sample_ids),
+        already_forgotten_sample_ids=_sample_keys(request,
+                                                  request.already_forgotten_sample_ids or []),
         requested_by=request.requested_by,
         subject_reference=request.subject_reference,
         reason=request.reason,
@@ -67,11 +70,21 @@ def to_read(request: ForgetRequest) -> ForgetRequestRead:
         duration_s=duration,
         links=RequestLinks(
             self=f"/forget-requests/{request.id}",
-            source_version=f"/models/{request.source_version}",
-            result_version=(f"/models/{request.result_version}"
+            source_version=version_path(request.model_name, request.source_version,
+                                        default_model),
+            result_version=(version_path(request.model_name, request.result_version,
+                                         default_model)
                             if request.result_version is not None else None),
         ),
     )
+
+
+def _sample_keys(request: ForgetRequest, ids: list[int]) -> list[int | str]:
+    """The dataset's own IDs of ``ids`` (which are among the request's targets)."""
+    if request.target_sample_keys is None:
+        return list(ids)
+    keys = dict(zip(request.target_sample_ids, request.target_sample_keys))
+    return [keys.get(i, str(i)) for i in ids]
 
 
 @router.post("/forget-requests", status_code=202, response_model=ForgetRequestRead,
@@ -90,19 +103,21 @@ def create_forget_request(
         description="Retry-safe filing: the same key with the same body returns the "
                     "original request; with a different body, 409.")] = None,
 ) -> ForgetRequestRead:
-    created, replayed = service.submit_request(ctx.db, ctx.model_name, body, actor,
-                                               ctx.settings.max_sample_ids, idempotency_key)
+    model_name = body.model_name or ctx.model_name
+    created, replayed = service.submit_request(ctx.db, model_name, body, actor,
+                                               ctx.settings.max_sample_ids, idempotency_key,
+                                               data=ctx.model_data(model_name))
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
         request.app.state.notifier.notify()  # wake the embedded worker now
     response.headers["Location"] = f"/forget-requests/{created.id}"
     if not wait:
-        return to_read(created)
+        return to_read(created, ctx.model_name)
     finished = _wait_until_finished(ctx, request, created.id, ctx.settings.wait_timeout_s)
     if finished.status in FINISHED:
         response.status_code = 200
-    return to_read(finished)
+    return to_read(finished, ctx.model_name)
 
 
 def _wait_until_finished(ctx: ServiceContext, request: Request, request_id: str,
@@ -122,13 +137,17 @@ def _wait_until_finished(ctx: ServiceContext, request: Request, request_id: str,
 @router.get("/forget-requests/{request_id}", response_model=ForgetRequestRead,
             dependencies=READERS)
 def read_forget_request(request_id: Annotated[str, Path(max_length=64)],
+                        ctx: Annotated[ServiceContext, Depends(get_ctx)],
                         session: Annotated[Session, Depends(get_session)]) -> ForgetRequestRead:
-    return to_read(service.get_request(session, request_id))
+    return to_read(service.get_request(session, request_id), ctx.model_name)
 
 
 @router.get("/forget-requests", response_model=ForgetRequestList, dependencies=READERS)
 def list_forget_requests(
+    ctx: Annotated[ServiceContext, Depends(get_ctx)],
     session: Annotated[Session, Depends(get_session)],
+    model: Annotated[str | None, Query(max_length=100,
+                                       description="Only this model's requests.")] = None,
     status: Annotated[RequestStatus | None, Query()] = None,
     subject_reference: Annotated[str | None, Query(max_length=200)] = None,
     method: Annotated[str | None, Query(max_length=64)] = None,
@@ -145,10 +164,11 @@ def list_forget_requests(
     rows, last = service.list_requests(
         session, limit=limit, before=before,
         status=status.value if status else None,
-        subject_reference=subject_reference, method=method,
+        subject_reference=subject_reference, method=method, model_name=model,
     )
     next_cursor = encode_cursor([last.created_at.isoformat(), last.id]) if last else None
-    return ForgetRequestList(items=[to_read(row) for row in rows], next_cursor=next_cursor)
+    return ForgetRequestList(items=[to_read(row, ctx.model_name) for row in rows],
+                             next_cursor=next_cursor)
 
 
 @router.get("/methods", response_model=MethodList, tags=["methods"],

@@ -5,10 +5,28 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-ClassLabel = Annotated[int, Field(strict=True, ge=0, le=9)]
-SampleId = Annotated[int, Field(strict=True)]
+def _index_or_name(max_length: int):
+    """An integer (never a bool) or a non-empty string: one error location per item, where
+    a plain union would report one per union member."""
+    def check(value: object) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and 0 < len(value) <= max_length and "\x00" not in value:
+            return value
+        raise ValueError(f"must be an integer or a non-empty string of at most "
+                         f"{max_length} characters")
+    return check
+
+
+# A class by index (0-based, in the dataset's class list) or by name.
+ClassLabel = Annotated[int | str, PlainValidator(_index_or_name(200)), WithJsonSchema(
+    {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]})]
+# A training sample by the dataset's own ID: an integer for MNIST-style datasets (the
+# index in the training split), a string for imagefolder/manifest datasets.
+SampleId = Annotated[int | str, PlainValidator(_index_or_name(500)), WithJsonSchema(
+    {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]})]
 
 
 def _no_nul(value: str) -> str:
@@ -36,16 +54,20 @@ class ForgetRequestCreate(BaseModel):
         },
     )
 
+    model_name: str | None = Field(
+        default=None, min_length=1, max_length=100,
+        description="The model to forget from; default: the service's default model.")
     model_version: int | None = Field(
         default=None, ge=1, le=2_147_483_647, description="Source version; default: the production version."
     )
     classes: list[ClassLabel] = Field(
-        default_factory=list, max_length=10, description="Classes to forget (0-9)."
+        default_factory=list, max_length=1000,
+        description="Classes to forget, by index in the dataset's class list or by name.",
     )
     sample_ids: list[SampleId] = Field(
         default_factory=list,
-        description="Training-split indices (0-59999) to forget; methods that forget "
-        "individual samples only.",
+        description="Training samples to forget, by the dataset's own sample ID (MNIST: the "
+        "index in the training split, 0-59999); methods that forget individual samples only.",
     )
     method: Text = Field(min_length=1, max_length=64, description="Unlearning method name.")
     params: dict[str, Any] = Field(
@@ -78,8 +100,10 @@ class ForgetRequestRead(BaseModel):
     method: str
     params: dict[str, Any]
     classes: list[int]
-    sample_ids: list[int]
-    already_forgotten_sample_ids: list[int] = Field(
+    class_names: list[str] = Field(default_factory=list,
+                                   description="Names of the forgotten classes.")
+    sample_ids: list[int | str] = Field(description="The dataset's own IDs of the samples.")
+    already_forgotten_sample_ids: list[int | str] = Field(
         default_factory=list,
         description="Requested sample IDs that the source version's lineage already forgot.")
     requested_by: str

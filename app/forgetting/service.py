@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -21,7 +22,7 @@ from app.core.errors import (
 )
 from app.forgetting.models import ForgetRequest, RequestStatus
 from app.forgetting.schemas import ForgetRequestCreate
-from app.ml.data import TRAIN_SIZE
+from app.ml.data import ImageData
 from app.db.session import Database
 from app.registry.service import resolve_version
 from app.unlearning.base import MethodParams, UnlearningMethod
@@ -43,10 +44,21 @@ def validate_method_params(method_name: str, params: dict) -> tuple[UnlearningMe
         raise InvalidInputError(f"{field}: {first['msg']}", field) from None
 
 
-def validate_target(method: UnlearningMethod, classes: list[int], sample_ids: list[int],
-                    max_sample_ids: int) -> tuple[list[int], list[int]]:
-    """Deduplicate and check the target against the method's abilities and the ID range."""
-    classes = sorted(set(classes))
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """A request's target in the dataset's terms: class indices and training IDs, with
+    the names the request used for them."""
+
+    classes: list[int]
+    class_names: list[str]
+    sample_ids: list[int]
+    sample_keys: list[str] | None  # the dataset's own IDs, None where they are the integers
+
+
+def resolve_target(method: UnlearningMethod, data: ImageData, classes: list[int | str],
+                   sample_ids: list[int | str], max_sample_ids: int) -> ResolvedTarget:
+    """Check the target against the method's abilities and the model's dataset: classes by
+    index or name, samples by the dataset's own IDs; duplicates collapse."""
     if not classes and not sample_ids:
         raise InvalidInputError("the request forgets nothing: give classes or sample_ids",
                                 "classes")
@@ -63,22 +75,57 @@ def validate_target(method: UnlearningMethod, classes: list[int], sample_ids: li
             f"{len(sample_ids)} sample IDs exceed the limit of {max_sample_ids} per request",
             "sample_ids",
         )
-    for position, sample_id in enumerate(sample_ids):
-        if not 0 <= sample_id < TRAIN_SIZE:
+    class_indices = sorted({_class_index(data, label, position)
+                            for position, label in enumerate(classes)})
+    ids = sorted({_sample_index(data, sample_id, position)
+                  for position, sample_id in enumerate(sample_ids)})
+    return ResolvedTarget(
+        classes=class_indices,
+        class_names=[data.class_names[c] for c in class_indices],
+        sample_ids=ids,
+        sample_keys=[data.key_of(i) for i in ids] if data.sample_keys is not None else None,
+    )
+
+
+def _class_index(data: ImageData, label: int | str, position: int) -> int:
+    field = f"classes[{position}]"
+    if isinstance(label, int):
+        if not 0 <= label < data.num_classes:
             raise InvalidInputError(
-                f"sample_ids[{position}] = {sample_id} is not a training-split index "
-                f"(0-{TRAIN_SIZE - 1})",
-                f"sample_ids[{position}]",
-            )
-    return classes, sorted(set(sample_ids))
+                f"{field} = {label} is not a class index of this model's dataset "
+                f"(0-{data.num_classes - 1})", field)
+        return label
+    if label in data.class_names:
+        return data.class_names.index(label)
+    shown = ", ".join(repr(name) for name in data.class_names[:20])
+    more = ", ..." if data.num_classes > 20 else ""
+    raise InvalidInputError(f"{field} = {label!r} is not a class of this model's dataset "
+                            f"({shown}{more})", field)
+
+
+def _sample_index(data: ImageData, sample_id: int | str, position: int) -> int:
+    field = f"sample_ids[{position}]"
+    if data.sample_keys is None and isinstance(sample_id, int):
+        if not 0 <= sample_id < data.train_id_count:
+            raise InvalidInputError(
+                f"{field} = {sample_id} is not a training-split index "
+                f"(0-{data.train_id_count - 1})", field)
+        return sample_id
+    found = data.id_of_key(str(sample_id))
+    if found is None:
+        raise InvalidInputError(
+            f"{field} = {sample_id!r} is not a training sample of this model's dataset", field)
+    return found
 
 
 def file_request(session: Session, model_name: str, body: ForgetRequestCreate, actor: str,
                  max_sample_ids: int, idempotency_key: str | None = None,
-                 body_sha256: str | None = None) -> ForgetRequest:
-    """Validate a request completely, then queue it with its audit entry (one transaction)."""
+                 body_sha256: str | None = None, *, data: ImageData) -> ForgetRequest:
+    """Validate a request completely, then queue it with its audit entry (one transaction).
+    ``data`` is the model's dataset, against which classes and sample IDs are resolved."""
     method, params = validate_method_params(body.method, body.params)
-    classes, sample_ids = validate_target(method, body.classes, body.sample_ids, max_sample_ids)
+    target = resolve_target(method, data, body.classes, body.sample_ids, max_sample_ids)
+    classes, sample_ids = target.classes, target.sample_ids
     source = resolve_version(session, model_name, body.model_version)
     if source.kind not in method.model_kinds:
         raise InvalidInputError(
@@ -93,7 +140,9 @@ def file_request(session: Session, model_name: str, body: ForgetRequestCreate, a
         method=method.name,
         params=params.model_dump(mode="json", by_alias=True),
         target_classes=classes,
+        target_class_names=target.class_names,
         target_sample_ids=sample_ids,
+        target_sample_keys=target.sample_keys,
         already_forgotten_sample_ids=already_forgotten,
         requested_by=body.requested_by,
         subject_reference=body.subject_reference,
@@ -110,6 +159,7 @@ def file_request(session: Session, model_name: str, body: ForgetRequestCreate, a
         details={
             "requested_by": body.requested_by, "method": request.method,
             "params": request.params, "classes": classes,
+            "class_names": target.class_names,
             "sample_id_count": len(sample_ids),
             "already_forgotten_sample_count": len(already_forgotten), "reason": body.reason,
         },
@@ -125,8 +175,8 @@ def request_body_sha256(model_name: str, body: ForgetRequestCreate) -> str:
 
 
 def submit_request(db: Database, model_name: str, body: ForgetRequestCreate, actor: str,
-                   max_sample_ids: int,
-                   idempotency_key: str | None = None) -> tuple[ForgetRequest, bool]:
+                   max_sample_ids: int, idempotency_key: str | None = None, *,
+                   data: ImageData) -> tuple[ForgetRequest, bool]:
     """File a request in its own transaction; returns (request, replayed).
 
     With an idempotency key, a retry with the same body returns the request first filed
@@ -135,7 +185,8 @@ def submit_request(db: Database, model_name: str, body: ForgetRequestCreate, act
     winner's row."""
     if idempotency_key is None:
         with db.session() as session:
-            return file_request(session, model_name, body, actor, max_sample_ids), False
+            return file_request(session, model_name, body, actor, max_sample_ids,
+                                data=data), False
     digest = request_body_sha256(model_name, body)
     for _ in range(3):
         try:
@@ -152,7 +203,7 @@ def submit_request(db: Database, model_name: str, body: ForgetRequestCreate, act
                         )
                     return existing, True
                 return file_request(session, model_name, body, actor, max_sample_ids,
-                                    idempotency_key, digest), False
+                                    idempotency_key, digest, data=data), False
         except IntegrityError:
             continue  # a concurrent POST with this key committed first: read it
     raise ConflictError(f"Idempotency-Key {idempotency_key!r} is contended; retry",
@@ -168,7 +219,8 @@ def get_request(session: Session, request_id: str) -> ForgetRequest:
 
 def list_requests(session: Session, *, limit: int, before: tuple | None = None,
                   status: str | None = None, subject_reference: str | None = None,
-                  method: str | None = None, created_since: dt.datetime | None = None,
+                  method: str | None = None, model_name: str | None = None,
+                  created_since: dt.datetime | None = None,
                   created_until: dt.datetime | None = None,
                   ) -> tuple[list[ForgetRequest], ForgetRequest | None]:
     """Newest first. ``before`` is the (created_at, id) of the last item of the previous page.
@@ -190,6 +242,8 @@ def list_requests(session: Session, *, limit: int, before: tuple | None = None,
         statement = statement.where(ForgetRequest.subject_reference == subject_reference)
     if method is not None:
         statement = statement.where(ForgetRequest.method == method)
+    if model_name is not None:
+        statement = statement.where(ForgetRequest.model_name == model_name)
     if created_since is not None:
         statement = statement.where(ForgetRequest.created_at >= created_since)
     if created_until is not None:

@@ -54,10 +54,33 @@ class ImageData:
     class_names: tuple[str, ...] = MNIST_CLASSES
     sample_keys: tuple[str, ...] | None = None
     subject_keys: tuple[str | None, ...] | None = None
+    # How many training IDs the full dataset has (a subset keeps its parent's count, so
+    # that an ID of the dataset is valid whether or not this subset loaded it).
+    id_count: int | None = None
 
     @property
     def num_train(self) -> int:
         return int(self.train_labels.shape[0])
+
+    @property
+    def train_id_count(self) -> int:
+        if self.id_count is not None:
+            return self.id_count
+        return int(self.train_ids.max()) + 1 if self.num_train else 0
+
+    def key_of(self, train_id: int) -> str:
+        """The dataset's own sample ID of a training ID."""
+        return self.sample_keys[train_id] if self.sample_keys is not None else str(train_id)
+
+    def id_of_key(self, key: str) -> int | None:
+        """The training ID of one of the dataset's own sample IDs (None: no such sample)."""
+        if self.sample_keys is None:
+            return int(key) if key.isdigit() and int(key) < self.train_id_count else None
+        index = self.__dict__.get("_key_index")
+        if index is None:  # built once: a dict over every sample ID
+            index = {k: i for i, k in enumerate(self.sample_keys)}
+            object.__setattr__(self, "_key_index", index)
+        return index.get(key)
 
     @property
     def num_classes(self) -> int:
@@ -83,6 +106,7 @@ class ImageData:
             class_names=self.class_names,
             sample_keys=self.sample_keys,  # indexed by ID, which a subset keeps
             subject_keys=self.subject_keys,
+            id_count=self.train_id_count,
         )
 
     def train_positions(self, sample_ids: np.ndarray) -> np.ndarray:

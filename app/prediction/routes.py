@@ -67,19 +67,23 @@ def _predict(ctx: ServiceContext, body: PredictRequest, instances: list | None,
              actor: str) -> PredictResponse:
     if (instances is None) == (body.images is None):
         raise InvalidInputError("give exactly one of 'instances' or 'images'", "instances")
-    limit = ctx.settings.max_predict_batch
-    batch = (service.batch_from_instances(instances, limit) if instances is not None
-             else service.batch_from_pngs(body.images, limit))
+    model_name = body.model_name or ctx.model_name
     with ctx.db.session() as session:
-        version = resolve_version(session, ctx.model_name, body.model_version)
+        version = resolve_version(session, model_name, body.model_version)
     try:
         model = ctx.models.get(version)
     except CorruptArtifactError as error:
         record_artifact_failure(ctx.db, error, actor)
         raise
+    limit = ctx.settings.max_predict_batch
+    shape = model.spec.image_shape
+    batch = (service.batch_from_instances(instances, limit, shape) if instances is not None
+             else service.batch_from_pngs(body.images, limit, shape))
     labels, probabilities = service.predict(model, batch, ctx.device)
     return PredictResponse(
+        model_name=model_name,
         model_version=version.version,
+        class_names=list((version.model_card or {}).get("class_names") or []) or None,
         predictions=[Prediction(label=label, probabilities=p)
                      for label, p in zip(labels, probabilities)],
     )

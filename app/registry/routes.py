@@ -1,3 +1,6 @@
+"""Model and version routes. Every route addresses the default model unless ``?model=NAME``
+names another, so the design card's paths (``/models/3/metrics``) keep working."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -13,17 +16,38 @@ from app.core.context import ServiceContext
 from app.core.errors import InvalidInputError
 from app.forgetting.models import ForgetRequest
 from app.registry import service
-from app.registry.models import ModelVersion
-from app.registry.schemas import VersionLinks, VersionList, VersionMetrics, VersionRead
+from app.registry.links import version_path
+from app.registry.models import ModelVersion, RegisteredModel
+from app.registry.schemas import (
+    RegisteredModelList,
+    RegisteredModelRead,
+    VersionLinks,
+    VersionList,
+    VersionMetrics,
+    VersionRead,
+)
 
 router = APIRouter(tags=["models"])
 ANYONE = [Depends(require(*ANY_ROLE))]
 
 VersionPath = Annotated[int, Path(ge=1, le=2_147_483_647, description="Version number")]
+ModelQuery = Annotated[str | None, Query(
+    min_length=1, max_length=100,
+    description="The registered model to address; default: the service's default model "
+                "(UNLEARN_MODEL_NAME). See GET /registered-models.")]
 
 
-def to_read(row: ModelVersion, production: int | None, full: bool = False) -> VersionRead:
+def to_read(row: ModelVersion, production: int | None, default_model: str,
+            full: bool = False, sample_keys=None) -> VersionRead:
     test = (row.metrics or {}).get("test") or {}
+    forgotten_ids: list[int | str] | None = None
+    if full:
+        forgotten_ids = (list(row.forgotten_sample_ids) if sample_keys is None
+                         else [sample_keys(i) for i in row.forgotten_sample_ids])
+
+    def path(version: int, suffix: str = "") -> str:
+        return version_path(row.model_name, version, default_model, suffix)
+
     return VersionRead(
         model_name=row.model_name,
         version=row.version,
@@ -36,7 +60,7 @@ def to_read(row: ModelVersion, production: int | None, full: bool = False) -> Ve
         params=row.params,
         forgotten_classes=row.forgotten_classes,
         forgotten_sample_count=len(row.forgotten_sample_ids),
-        forgotten_sample_ids=row.forgotten_sample_ids if full else None,
+        forgotten_sample_ids=forgotten_ids,
         artifact_path=row.artifact_path,
         artifact_sha256=row.artifact_sha256,
         test_accuracy=test.get("accuracy"),
@@ -44,12 +68,57 @@ def to_read(row: ModelVersion, production: int | None, full: bool = False) -> Ve
         created_at=row.created_at,
         model_card=row.model_card if full else None,
         links=VersionLinks(
-            self=f"/models/{row.version}",
-            metrics=f"/models/{row.version}/metrics",
-            parent=f"/models/{row.parent_version}" if row.parent_version else None,
+            self=path(row.version),
+            metrics=path(row.version, "/metrics"),
+            parent=path(row.parent_version) if row.parent_version else None,
             forget_request=(f"/forget-requests/{row.forget_request_id}"
                             if row.forget_request_id else None),
         ),
+    )
+
+
+def _sample_keys(ctx: ServiceContext, model_name: str):
+    """A function from training ID to the dataset's own ID, or None for integer IDs."""
+    data = ctx.model_data(model_name)
+    return data.key_of if data.sample_keys is not None else None
+
+
+@router.get("/registered-models", response_model=RegisteredModelList, dependencies=ANYONE)
+def list_registered_models(ctx: Annotated[ServiceContext, Depends(get_ctx)],
+                           session: Annotated[Session, Depends(get_session)]
+                           ) -> RegisteredModelList:
+    """Every hosted model with its dataset, architecture and production version."""
+    return RegisteredModelList(items=[
+        _model_read(ctx, session, model) for model in service.list_registered_models(session)])
+
+
+@router.get("/registered-models/{name}", response_model=RegisteredModelRead,
+            dependencies=ANYONE)
+def read_registered_model(name: Annotated[str, Path(max_length=100)],
+                          ctx: Annotated[ServiceContext, Depends(get_ctx)],
+                          session: Annotated[Session, Depends(get_session)]
+                          ) -> RegisteredModelRead:
+    return _model_read(ctx, session, service.get_registered_model(session, name, "name"))
+
+
+def _model_read(ctx: ServiceContext, session: Session,
+                model: RegisteredModel) -> RegisteredModelRead:
+    card = {}
+    if model.production_version is not None:
+        card = service.get_version(session, model.name, model.production_version).model_card
+    return RegisteredModelRead(
+        name=model.name,
+        dataset=model.dataset_name,
+        architecture=model.architecture,
+        is_default=model.name == ctx.model_name,
+        production_version=model.production_version,
+        version_count=service.version_count(session, model.name),
+        num_classes=card.get("num_classes"),
+        class_names=card.get("class_names"),
+        image_shape=card.get("image_shape"),
+        created_by=model.created_by,
+        created_at=model.created_at,
+        links={"versions": f"/models?model={model.name}", "dataset": f"/datasets/{model.dataset_name}"},
     )
 
 
@@ -57,30 +126,37 @@ def to_read(row: ModelVersion, production: int | None, full: bool = False) -> Ve
 def list_models(
     ctx: Annotated[ServiceContext, Depends(get_ctx)],
     session: Annotated[Session, Depends(get_session)],
+    model: ModelQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> VersionList:
+    """The versions of one model (the default model unless ``?model=`` names another)."""
     after = decode_cursor(cursor)
     if after is not None and not isinstance(after, int):
         raise InvalidInputError("cursor is not one this service issued", "cursor")
-    rows, last = service.list_versions(session, ctx.model_name, limit, after)
-    production = service.production_version(session, ctx.model_name)
-    return VersionList(items=[to_read(row, production) for row in rows],
+    model_name = model or ctx.model_name
+    production = service.get_registered_model(session, model_name, "model").production_version
+    rows, last = service.list_versions(session, model_name, limit, after)
+    return VersionList(items=[to_read(row, production, ctx.model_name) for row in rows],
                        next_cursor=encode_cursor(last) if last is not None else None)
 
 
 @router.get("/models/{version}", response_model=VersionRead, dependencies=ANYONE)
 def read_model(version: VersionPath, ctx: Annotated[ServiceContext, Depends(get_ctx)],
-               session: Annotated[Session, Depends(get_session)]) -> VersionRead:
-    row = service.get_version(session, ctx.model_name, version)
-    return to_read(row, service.production_version(session, ctx.model_name), full=True)
+               session: Annotated[Session, Depends(get_session)],
+               model: ModelQuery = None) -> VersionRead:
+    model_name = model or ctx.model_name
+    row = service.get_version(session, model_name, version)
+    return to_read(row, service.production_version(session, model_name), ctx.model_name,
+                   full=True, sample_keys=_sample_keys(ctx, model_name))
 
 
 @router.get("/models/{version}/metrics", response_model=VersionMetrics,
             dependencies=[Depends(require(Role.auditor, Role.privacy_officer))])
 def read_model_metrics(version: VersionPath, ctx: Annotated[ServiceContext, Depends(get_ctx)],
-                       session: Annotated[Session, Depends(get_session)]) -> VersionMetrics:
-    row = service.get_version(session, ctx.model_name, version)
+                       session: Annotated[Session, Depends(get_session)],
+                       model: ModelQuery = None) -> VersionMetrics:
+    row = service.get_version(session, model or ctx.model_name, version)
     request_metrics = None
     if row.forget_request_id:
         request = session.get(ForgetRequest, row.forget_request_id)
@@ -101,6 +177,9 @@ def read_model_metrics(version: VersionPath, ctx: Annotated[ServiceContext, Depe
              dependencies=[Depends(require(Role.admin))])
 def promote_model(version: VersionPath, ctx: Annotated[ServiceContext, Depends(get_ctx)],
                   session: Annotated[Session, Depends(get_session)],
-                  actor: Annotated[str, Depends(get_actor)]) -> VersionRead:
-    row = service.promote(session, ctx.model_name, version, actor)
-    return to_read(row, version, full=True)
+                  actor: Annotated[str, Depends(get_actor)],
+                  model: ModelQuery = None) -> VersionRead:
+    model_name = model or ctx.model_name
+    row = service.promote(session, model_name, version, actor)
+    return to_read(row, version, ctx.model_name, full=True,
+                   sample_keys=_sample_keys(ctx, model_name))

@@ -25,7 +25,8 @@ class VersionRead(BaseModel):
     params: dict[str, Any]
     forgotten_classes: list[int]
     forgotten_sample_count: int
-    forgotten_sample_ids: list[int] | None = None  # in the single-version view only
+    # In the single-version view only: the dataset's own IDs (integers for MNIST).
+    forgotten_sample_ids: list[int | str] | None = None
     artifact_path: str
     artifact_sha256: str
     test_accuracy: float | None
@@ -49,3 +50,22 @@ class VersionMetrics(BaseModel):
     test: dict[str, Any] | None
     forget_request_id: str | None
     forget_request_metrics: dict[str, Any] | None = None
+
+
+class RegisteredModelRead(BaseModel):
+    name: str
+    dataset: str
+    architecture: str
+    is_default: bool
+    production_version: int | None
+    version_count: int
+    num_classes: int | None = None
+    class_names: list[str] | None = None
+    image_shape: list[int] | None = None
+    created_by: str
+    created_at: dt.datetime
+    links: dict[str, str]
+
+
+class RegisteredModelList(BaseModel):
+    items: list[RegisteredModelRead]

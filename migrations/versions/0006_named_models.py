@@ -31,10 +31,12 @@ def upgrade() -> None:
         # The dataset's own IDs of target_sample_ids, as the request named them (NULL where
         # they are the integer IDs themselves, as for MNIST).
         batch_op.add_column(sa.Column("target_sample_keys", sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column("target_class_names", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("forget_requests", schema=None) as batch_op:
+        batch_op.drop_column("target_class_names")
         batch_op.drop_column("target_sample_keys")
     with op.batch_alter_table("registered_models", schema=None) as batch_op:
         batch_op.drop_column("created_by")
