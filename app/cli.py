@@ -87,6 +87,14 @@ def bootstrap() -> None:
 
 @cli.command()
 def train(
+    model: Annotated[str | None, typer.Option(
+        help="Model name to register under (default: UNLEARN_MODEL_NAME). A new name makes a "
+             "new model on --dataset; an existing one gets a new version.")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="Registered dataset to train on (default: the model's, or 'mnist').")] = None,
+    arch: Annotated[str | None, typer.Option(
+        help="Architecture: mnist-cnn, resnet18 or mobilenet-v3-small (default: the "
+             "model's, or mnist-cnn).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     epochs: Annotated[int, typer.Option(min=1)] = 2,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
@@ -99,63 +107,151 @@ def train(
     shards: Annotated[int, typer.Option(min=1, max=64, help="SISA: number of shards.")] = 5,
     slices: Annotated[int, typer.Option(min=1, max=16, help="SISA: slices per shard.")] = 3,
 ) -> None:
-    """Train the CNN on the full MNIST training split and register it as a base version."""
-    if kind == "sisa":
-        _train_sisa(seed, epochs, batch_size, learning_rate, shards, slices)
-        return
-    if kind != "cnn":
+    """Train a network on a registered dataset's training split and register it as a new
+    version of a model (version 1 of a new model)."""
+    if kind not in ("cnn", "sisa"):
         typer.echo(f"error: --kind must be 'cnn' or 'sisa', not {kind!r}", err=True)
         raise typer.Exit(2)
     from app.core.context import build_context
+    from app.core.errors import ServiceError
     from app.ml.training import TrainingRecipe
-    from app.registry.registration import register_model
-    from app.ml.base_model import export_model, train_base_model
 
     settings = _settings()
     _configure_logging(settings.log_level)
     ctx = build_context(settings)
     try:
+        model_name, dataset_name, architecture = _model_identity(ctx, model, dataset, arch)
+        if kind == "sisa":
+            _train_sisa(ctx, model_name, dataset_name, architecture, seed, epochs, batch_size,
+                        learning_rate, shards, slices)
+            return
+        from app.ml.base_model import export_model, train_base_model
+        from app.registry.registration import model_spec, register_model
+
+        spec = model_spec(ctx, dataset_name, architecture)
         recipe = TrainingRecipe(seed=seed, epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate)
-        state, card = train_base_model(ctx.model_data(ctx.model_name), recipe, ctx.device)
+        state, card = train_base_model(ctx.datasets.get(dataset_name), recipe, ctx.device,
+                                       spec=spec, dataset_name=dataset_name)
         typer.echo(f"test accuracy {card['test_accuracy']:.4f}")
         if export is not None:
             export_model(state, card, export)
             typer.echo(f"wrote {export} and {export.with_suffix('.json')}")
         if register:
             row = register_model(ctx, state, model_card=card, actor="cli:train",
-                                 params=recipe.to_dict())
-            typer.echo(f"registered as version {row.version}")
+                                 model_name=model_name, dataset_name=dataset_name,
+                                 architecture=architecture, params=recipe.to_dict())
+            typer.echo(f"registered as version {row.version} of model {model_name!r}")
+    except ServiceError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(1) from None
     finally:
         ctx.close()
 
 
-def _train_sisa(seed: int, epochs: int, batch_size: int, learning_rate: float, shards: int,
+def _model_identity(ctx, model: str | None, dataset: str | None,
+                    arch: str | None) -> tuple[str, str, str]:
+    """(model, dataset, architecture): an existing model's own, or the options for a new
+    one (default dataset 'mnist', architecture 'mnist-cnn')."""
+    from app.registry.models import RegisteredModel
+    from app.registry.registration import check_model_name
+
+    model_name = check_model_name(model or ctx.model_name)
+    with ctx.db.session() as session:
+        existing = session.get(RegisteredModel, model_name)
+    if existing is not None:
+        return model_name, dataset or existing.dataset_name, arch or existing.architecture
+    return model_name, dataset or "mnist", arch or "mnist-cnn"
+
+
+def _train_sisa(ctx, model_name: str, dataset_name: str, architecture: str, seed: int,
+                epochs: int, batch_size: int, learning_rate: float, shards: int,
                 slices: int) -> None:
     """SISA: ``epochs`` is the number of epochs per slice stage."""
-    from app.core.context import build_context
     from app.ml.sisa import SisaRecipe, train_sisa
     from app.ml.training import accuracy
-    from app.registry.registration import register_trained_model
+    from app.registry.registration import model_spec, register_trained_model
+
+    data = ctx.datasets.get(dataset_name)
+    spec = model_spec(ctx, dataset_name, architecture)
+    recipe = SisaRecipe(shards=shards, slices=slices, epochs_per_slice=epochs,
+                        batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    with tqdm_progress(f"training SISA ({shards} shards x {slices} slices)") as progress:
+        ensemble = train_sisa(data, recipe, ctx.device, progress=progress, spec=spec)
+    test_accuracy = accuracy(ensemble, data.test_images, data.test_labels, ctx.device)
+    typer.echo(f"test accuracy {test_accuracy:.4f}")
+    card = {"kind": "sisa", "sisa_recipe": recipe.to_dict(), "class_names": list(data.class_names),
+            "dataset_checksum": data.checksum, "test_accuracy": test_accuracy}
+    row = register_trained_model(ctx, ensemble, model_card=card, actor="cli:train",
+                                 model_name=model_name, dataset_name=dataset_name,
+                                 method="train-sisa", params=recipe.to_dict())
+    typer.echo(f"registered as version {row.version} of model {model_name!r} (kind sisa)")
+
+
+models_cli = typer.Typer(help="Hosted models: list them, import weights trained elsewhere.",
+                         no_args_is_help=True)
+cli.add_typer(models_cli, name="models")
+
+
+@models_cli.command("import")
+def models_import(
+    name: Annotated[str, typer.Argument(help="Model name (new, or an existing model).")],
+    dataset: Annotated[str, typer.Option(help="Registered dataset the weights were trained on.")],
+    arch: Annotated[str, typer.Option(help="Architecture of the weights.")],
+    weights: Annotated[Path, typer.Option(help="A .safetensors file of the network's state.",
+                                          exists=True, dir_okay=False)],
+    card: Annotated[Path | None, typer.Option(
+        help="Model card (JSON); default: WEIGHTS with .json, when present.")] = None,
+) -> None:
+    """Register weights trained elsewhere as a new version of NAME. Refused, with the reason,
+    when the tensors don't fit the architecture or the dataset's classes, or the card names
+    another dataset."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from app.core.context import build_context
+    from app.core.errors import ServiceError
+    from app.registry.registration import register_model
 
     settings = _settings()
     _configure_logging(settings.log_level)
+    card_path = card or weights.with_suffix(".json")
+    model_card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as error:
+        typer.echo(f"error: {weights} is not a readable safetensors file: {error}", err=True)
+        raise typer.Exit(1) from None
     ctx = build_context(settings)
     try:
-        data = ctx.model_data(ctx.model_name)
-        recipe = SisaRecipe(shards=shards, slices=slices, epochs_per_slice=epochs,
-                            batch_size=batch_size, learning_rate=learning_rate, seed=seed)
-        with tqdm_progress(f"training SISA ({shards} shards x {slices} slices)") as progress:
-            ensemble = train_sisa(data, recipe, ctx.device, progress=progress)
-        test_accuracy = accuracy(ensemble, data.test_images, data.test_labels, ctx.device)
-        typer.echo(f"test accuracy {test_accuracy:.4f}")
-        card = {"architecture": "mnist-cnn-v1", "kind": "sisa", "sisa_recipe": recipe.to_dict(),
-                "dataset_checksum": data.checksum, "test_accuracy": test_accuracy}
-        row = register_trained_model(ctx, ensemble, model_card=card, actor="cli:train",
-                                     method="train-sisa", params=recipe.to_dict())
-        typer.echo(f"registered as version {row.version} (kind sisa)")
+        row = register_model(ctx, state, model_card={**model_card, "imported_from": weights.name},
+                             actor="cli:import", model_name=name, dataset_name=dataset,
+                             architecture=arch, method="import",
+                             params={"source": weights.name})
+    except ServiceError as error:
+        typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(1) from None
     finally:
         ctx.close()
+    typer.echo(f"registered {weights.name} as version {row.version} of model {name!r} "
+               f"(test accuracy {row.metrics['test']['accuracy']:.4f})")
+
+
+@models_cli.command("list")
+def models_list() -> None:
+    """Every hosted model with its dataset, architecture and production version."""
+    from app.db.session import Database
+    from app.registry.service import list_registered_models, version_count
+
+    db = Database(_settings().database_url)
+    try:
+        with db.session() as session:
+            for model in list_registered_models(session):
+                typer.echo(f"{model.name}\tdataset={model.dataset_name}\t"
+                           f"arch={model.architecture}\tproduction={model.production_version}\t"
+                           f"versions={version_count(session, model.name)}")
+    finally:
+        db.dispose()
 
 
 class tqdm_progress:

@@ -49,6 +49,7 @@ from app.forgetting.models import ForgetRequest, RequestStatus
 from app.forgetting.schemas import ForgetRequestCreate
 from app.prediction import service as prediction_service
 from app.registry import service as registry_service
+from app.registry.models import RegisteredModel
 
 logger = logging.getLogger("unlearn.console")
 
@@ -135,12 +136,36 @@ def _error(request: Request, html: bool, status: int, title: str, message: str,
 def _context(request: Request, **values: Any) -> dict:
     session = auth.current_session(request)
     principal = session.principal if session else None
+    choices: list[str] = []
+    if principal is not None:
+        with _ctx(request).db.session() as db_session:
+            choices = [m.name for m in registry_service.list_registered_models(db_session)]
     return {
         "principal": principal,
         "csrf_token": session.csrf_token if session else "",
         "may": (lambda page: bool(principal and principal.may(page))),
+        "model_choices": choices,
+        "current_model": _model_name(request),
         **values,
     }
+
+
+MODEL_COOKIE = "unlearn_console_model"
+
+
+def _model_name(request: Request) -> str:
+    """The model the console shows: ``?model=`` (remembered in a cookie by the models
+    page), else the one remembered, else the service's default model."""
+    ctx = _ctx(request)
+    chosen = request.query_params.get("model") or request.cookies.get(MODEL_COOKIE)
+    if not chosen:
+        return ctx.model_name
+    with ctx.db.session() as session:
+        if session.get(RegisteredModel, chosen) is None:
+            if request.query_params.get("model"):
+                raise NotFoundError(f"model {chosen!r} is not registered", "model")
+            return ctx.model_name  # a remembered model that no longer exists
+    return chosen
 
 
 def _ctx(request: Request) -> ServiceContext:
@@ -221,10 +246,10 @@ def _set_cookie(request: Request, response: Response, name: str, value: str,
 
 # ---------------------------------------------------------------- models and versions
 
-def _all_versions(ctx: ServiceContext, session) -> list:
+def _all_versions(model_name: str, session) -> list:
     rows, after = [], None
     while True:
-        page, after = registry_service.list_versions(session, ctx.model_name, 500, after)
+        page, after = registry_service.list_versions(session, model_name, 500, after)
         rows.extend(page)
         if after is None:
             return rows
@@ -234,12 +259,21 @@ def _all_versions(ctx: ServiceContext, session) -> list:
 def models_page(request: Request) -> Response:
     auth.require(request, "models")
     ctx = _ctx(request)
+    model_name = _model_name(request)
     with ctx.db.session() as session:
-        rows = _all_versions(ctx, session)
-        production = registry_service.production_version(session, ctx.model_name)
-    return templates.TemplateResponse(request, "models.html", _context(
+        rows = _all_versions(model_name, session)
+        registered = registry_service.get_registered_model(session, model_name, "model")
+        production = registered.production_version
+        dataset, architecture = registered.dataset_name, registered.architecture
+    response = templates.TemplateResponse(request, "models.html", _context(
         request, tree=views.version_tree(rows, production), count=len(rows),
-        production=production, model_name=ctx.model_name))
+        production=production, model_name=model_name, dataset=dataset,
+        architecture=architecture))
+    if request.query_params.get("model"):  # the picker's choice holds for the other pages
+        response.set_cookie(MODEL_COOKIE, model_name, path=auth.COOKIE_PATH, httponly=True,
+                            samesite="strict",
+                            secure=console_state(request).settings.console_secure_cookie)
+    return response
 
 
 @pages.get("/models/{version}", response_class=HTMLResponse)
@@ -247,9 +281,10 @@ def version_page(request: Request, version: int) -> Response:
     auth.require(request, "version")
     ctx = _ctx(request)
     with ctx.db.session() as session:
-        row = registry_service.get_version(session, ctx.model_name, version)
-        production = registry_service.production_version(session, ctx.model_name)
-        children = [r for r in _all_versions(ctx, session) if r.parent_version == version]
+        model_name = _model_name(request)
+        row = registry_service.get_version(session, model_name, version)
+        production = registry_service.production_version(session, model_name)
+        children = [r for r in _all_versions(model_name, session) if r.parent_version == version]
     test = (row.metrics or {}).get("test")
     return templates.TemplateResponse(request, "version.html", _context(
         request, row=row, test=test, is_production=row.version == production,
@@ -307,8 +342,8 @@ def _form_page(request: Request, values: dict, error: str | None = None,
                error_field: str | None = None, status_code: int = 200) -> Response:
     ctx = _ctx(request)
     with ctx.db.session() as session:
-        versions = _all_versions(ctx, session)
-        production = registry_service.production_version(session, ctx.model_name)
+        versions = _all_versions(_model_name(request), session)
+        production = registry_service.production_version(session, _model_name(request))
     return templates.TemplateResponse(request, "request_form.html", _context(
         request, methods=views.method_forms(), versions=versions, production=production,
         values=values, error=error, error_field=error_field), status_code=status_code)
@@ -392,9 +427,10 @@ def _request_body(form) -> ForgetRequestCreate:
 def _file(request: Request, body: ForgetRequestCreate, actor: str) -> ForgetRequest:
     ctx = _ctx(request)
     with ctx.db.session() as session:
+        model_name = body.model_name or _model_name(request)
         return forgetting_service.file_request(
-            session, body.model_name or ctx.model_name, body, actor,
-            ctx.settings.max_sample_ids, data=ctx.model_data(body.model_name or ctx.model_name))
+            session, model_name, body, actor, ctx.settings.max_sample_ids,
+            data=ctx.model_data(model_name))
 
 
 @pages.get("/forget-requests/{request_id}", response_class=HTMLResponse)
@@ -582,8 +618,8 @@ def try_page(request: Request, left: int | None = None, right: int | None = None
     auth.require(request, "try")
     ctx = _ctx(request)
     with ctx.db.session() as session:
-        versions = _all_versions(ctx, session)
-        production = registry_service.production_version(session, ctx.model_name)
+        versions = _all_versions(_model_name(request), session)
+        production = registry_service.production_version(session, _model_name(request))
     numbers = [row.version for row in versions]
     left = left if left in numbers else (production or (numbers[0] if numbers else None))
     right = right if right in numbers else (numbers[-1] if numbers else None)
@@ -601,14 +637,15 @@ def try_predict(request: Request, body: TryRequest) -> JSONResponse:
     session = auth.require(request, "try")
     auth.check_csrf(request, session, request.headers.get("x-csrf-token"))
     ctx = _ctx(request)
-    batch = prediction_service.batch_from_instances(body.instances, 1)
     answers = []
     for position, number in enumerate(body.versions):
         with ctx.db.session() as db_session:
-            version = registry_service.get_version(db_session, ctx.model_name, number,
+            version = registry_service.get_version(db_session, _model_name(request), number,
                                                    f"versions[{position}]")
-        labels, probabilities = prediction_service.predict(ctx.models.get(version), batch,
-                                                           ctx.device)
+        model = ctx.models.get(version)
+        batch = prediction_service.batch_from_instances(body.instances, 1,
+                                                        model.spec.image_shape)
+        labels, probabilities = prediction_service.predict(model, batch, ctx.device)
         answers.append({"version": version.version, "label": labels[0],
                         "probabilities": probabilities[0],
                         "forgotten_classes": version.forgotten_classes})
@@ -624,9 +661,9 @@ def sweep_page(request: Request, version: int | None = None,
     auth.require(request, "sweep")
     ctx = _ctx(request)
     with ctx.db.session() as session:
-        versions = _all_versions(ctx, session)
-        production = registry_service.production_version(session, ctx.model_name)
-        chosen = registry_service.get_version(session, ctx.model_name, version) \
+        versions = _all_versions(_model_name(request), session)
+        production = registry_service.production_version(session, _model_name(request))
+        chosen = registry_service.get_version(session, _model_name(request), version) \
             if version is not None else None
     parsed = parse_alphas(alphas)
     rows = None
@@ -651,7 +688,7 @@ def version_plot(request: Request, version: int, kind: str) -> Response:
     auth.require(request, "version")
     ctx = _ctx(request)
     with ctx.db.session() as session:
-        row = registry_service.get_version(session, ctx.model_name, version)
+        row = registry_service.get_version(session, _model_name(request), version)
     test = (row.metrics or {}).get("test")
     if test is None or kind not in ("per-class", "confusion"):
         raise NotFoundError(f"no {kind} plot for version {version}")
@@ -701,9 +738,9 @@ def sweep_plot(request: Request, version: int, digit: int,
     auth.require(request, "sweep")
     ctx = _ctx(request)
     with ctx.db.session() as session:
-        row = registry_service.get_version(session, ctx.model_name, version)
+        row = registry_service.get_version(session, _model_name(request), version)
     parsed = parse_alphas(alphas)
-    data_key = hashlib.sha256(ctx.model_data(ctx.model_name).checksum.encode()).hexdigest()[:12]
+    data_key = hashlib.sha256(ctx.model_data(row.model_name).checksum.encode()).hexdigest()[:12]
     alpha_key = hashlib.sha256(repr(parsed).encode()).hexdigest()[:12]
     key = f"sweep-{row.artifact_sha256[:24]}-{data_key}-{digit}-{alpha_key}"
     render = lambda: plots.sweep_plot(alpha_sweep(ctx, row, digit, parsed), digit)  # noqa: E731
