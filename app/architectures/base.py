@@ -69,6 +69,9 @@ class Architecture:
     # Why the architecture cannot take images of this shape, or None when it can.
     check_shape: Callable[[tuple[int, int, int]], str | None]
     aliases: tuple[str, ...] = ()
+    # (their prefix, ours): tensor names of weights saved from the original torchvision
+    # model that this service's module names differently.
+    imported_prefixes: tuple[tuple[str, str], ...] = ()
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -43,6 +43,9 @@ def load_weights(spec: ModelSpec, state: dict) -> ImageClassifier:
     names, shapes, or a class count that differs from the dataset's) with a clear message."""
     model = build_model(spec)
     expected = model.state_dict()
+    for theirs, ours in get_architecture(spec.architecture).imported_prefixes:
+        state = {(ours + name[len(theirs):] if name.startswith(theirs) else name): tensor
+                 for name, tensor in state.items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:

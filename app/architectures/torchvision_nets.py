@@ -54,14 +54,16 @@ class MobileNetV3Small(ImageClassifier):
         stem = net.features[0][0]
         net.features[0][0] = nn.Conv2d(spec.image_shape[0], stem.out_channels,
                                        kernel_size=3, stride=1, padding=1, bias=False)
-        for name, module in net.named_children():
-            self.add_module(name, module)
+        # torchvision's ``features`` would shadow our features(); weights named the
+        # torchvision way import through the architecture's key prefixes.
+        self.blocks = net.features
+        self.avgpool = net.avgpool
+        self.classifier = net.classifier
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The 1024-unit hidden layer before the classifier's last linear layer."""
-        x = torch.flatten(self.avgpool(self.get_submodule("features")(x)), 1)
-        classifier = self.get_submodule("classifier")
-        return classifier[2](classifier[1](classifier[0](x)))
+        x = torch.flatten(self.avgpool(self.blocks(x)), 1)
+        return self.classifier[2](self.classifier[1](self.classifier[0](x)))
 
 
 def _check_small_image(shape: tuple[int, int, int]) -> str | None:
@@ -82,4 +84,5 @@ MOBILENET_V3_SMALL = Architecture(
     description="torchvision MobileNetV3-Small with a stride-1 stem (1.5M parameters).",
     build=MobileNetV3Small,
     check_shape=_check_small_image,
+    imported_prefixes=(("features.", "blocks."),),
 )

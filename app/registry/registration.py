@@ -132,7 +132,7 @@ def register_trained_model(ctx: ServiceContext, model: nn.Module, *, model_card:
     metrics = ctx.evaluator.version_metrics(model, backbone, data, sha256_bytes(payload))
     card = {"architecture": spec.architecture, "num_classes": spec.num_classes,
             "image_shape": list(spec.image_shape), "dataset": dataset_name,
-            **model_card}
+            "class_names": list(data.class_names), **model_card}
     card.setdefault("dataset_checksum", data.checksum.split(":subset(")[0])
     sha = ctx.store.put(key, payload)
     try:
