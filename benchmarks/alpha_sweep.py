@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     ctx = fresh_context()
-    data = ctx.data.get()
+    data = ctx.model_data(ctx.model_name)
     base = base_version(ctx)
     model = ctx.models.get(base)
     f = args.forget_class

@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
 
     ctx = fresh_context()
-    data = ctx.data.get()
+    data = ctx.model_data(ctx.model_name)
     body = {"classes": [2], "method": "output_dampening", "params": {"alpha": 0.01},
             "requested_by": "benchmark", "subject_reference": "BENCH"}
     latencies = []

@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     ctx = fresh_context()
-    data = ctx.data.get()
+    data = ctx.model_data(ctx.model_name)
     model = ctx.models.get(base_version(ctx))
     images = data.test_images[: args.batch]
     # Pixel values as a client would send them: 8-bit grey levels scaled to [0, 1].

@@ -53,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
 
     ctx = fresh_context()
-    data = ctx.data.get()
+    data = ctx.model_data(ctx.model_name)
     base = base_version(ctx)
     model = copy.deepcopy(ctx.models.get(base))
     for parameter in model.parameters():
