@@ -81,6 +81,9 @@ def _open_manifest(path: str) -> bytes:
 
 
 def _columns_and_rows(path: str) -> tuple[list[str], list[dict[str, Any]]]:
+    if not is_url(path) and Path(path).is_dir():
+        raise InvalidInputError(f"{path} is a directory, not a CSV or Parquet manifest",
+                                "path")
     lowered = path.lower().split("?")[0]
     if lowered.endswith(".parquet") or lowered.endswith(".pq"):
         import pyarrow as pa
