@@ -474,6 +474,9 @@ def test_bad_input_is_refused_with_its_row_and_leaves_nothing(sqlite_db, tmp_pat
 
 @pytest.mark.parametrize("name, format, path, field", [
     ("bad name!", "idx", "/tmp", "name"),
+    ("trailing-newline\n", "idx", "/tmp", "name"),
+    ("ok", "idx", "/tmp/\ud800", "path"),
+    ("ok", "manifest", "/tmp/m.csv", "classes"),
     ("../escape", "idx", "/tmp", "name"),
     ("ok", "tfrecord", "/tmp", "format"),
     ("ok", "idx", "/tmp/\x00nul", "path"),
@@ -481,8 +484,9 @@ def test_bad_input_is_refused_with_its_row_and_leaves_nothing(sqlite_db, tmp_pat
 ])
 def test_bad_name_format_or_path_is_422_naming_the_field(sqlite_db, tmp_path, name, format,
                                                          path, field):
+    classes = ["a", "a"] if field == "classes" else None
     with pytest.raises(InvalidInputError) as error:
-        register(sqlite_db, tmp_path / "datasets", name, format, path)
+        register(sqlite_db, tmp_path / "datasets", name, format, path, classes)
     assert error.value.field == field
     assert_nothing_registered(sqlite_db, tmp_path / "datasets")
 
@@ -663,6 +667,11 @@ def test_routes_admin_registers_anyone_reads(ctx, tmp_path):
         assert one["links"]["self"] == "/datasets/flowers"
         missing = client.get("/datasets/nope", headers=reader)
         assert missing.status_code == 404 and "'nope'" in missing.json()["error"]["message"]
+        # Names that could never be registered are unknown, on PostgreSQL too (NUL).
+        assert client.get("/datasets/a%00b", headers=reader).status_code == 404
+        assert client.get("/datasets?cursor=AAAA", headers=reader).status_code == 422
+        page = client.get("/datasets?limit=1", headers=reader).json()
+        assert page["next_cursor"] is None and len(page["items"]) == 1
 
         unknown = client.post("/datasets", json={**body, "name": "x", "format": "tfrecord"},
                               headers=admin)

@@ -144,6 +144,11 @@ class DatasetProvider:
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
 
+    @classmethod
+    def from_settings(cls, db, settings) -> "DatasetProvider":
+        """The provider for ``UNLEARN_DATASET_DIR`` and ``UNLEARN_DATASET_CACHE_SIZE``."""
+        return cls(db, settings.dataset_dir, settings.dataset_cache_size)
+
     def get(self, name: str) -> ImageData:
         """The dataset ``name`` (``NotFoundError`` when none is registered under it)."""
         from app.datasets.service import get_dataset

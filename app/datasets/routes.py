@@ -3,6 +3,7 @@ does the work, as it does for the CLI."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -16,6 +17,7 @@ from app.core.context import ServiceContext
 from app.core.errors import InvalidInputError
 from app.datasets import service
 from app.datasets.models import Dataset
+from app.datasets.service import NAME_PATTERN
 from app.datasets.schemas import (
     DatasetCreate,
     DatasetLinks,
@@ -58,7 +60,7 @@ def list_datasets(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> DatasetList:
     after = decode_cursor(cursor)
-    if after is not None and not isinstance(after, str):
+    if after is not None and not (isinstance(after, str) and re.fullmatch(NAME_PATTERN, after)):
         raise InvalidInputError("cursor is not one this service issued", "cursor")
     rows, last = service.list_datasets(session, limit, after)
     return DatasetList(items=[to_read(row) for row in rows],

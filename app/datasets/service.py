@@ -23,6 +23,7 @@ from app.core.errors import ConflictError, InvalidInputError, NotFoundError
 from app.datasets import storage
 from app.datasets.checksum import raw_checksum
 from app.datasets.formats import FORMATS, read_dataset
+from app.datasets.formats.common import check_classes
 from app.datasets.formats.idx import find_files
 from app.datasets.formats.manifest import is_url
 from app.datasets.models import Dataset
@@ -42,7 +43,7 @@ class RegisteredDataset(NamedTuple):
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInputError(
             f"dataset name {name!r} is not allowed: 1-100 letters, digits, '.', '_' or '-', "
             f"starting with a letter or digit", "name")
@@ -56,6 +57,10 @@ def _check_path(path: str) -> str:
         raise InvalidInputError("path contains a NUL character", "path")
     if len(path) > MAX_PATH_LENGTH:
         raise InvalidInputError(f"path is longer than {MAX_PATH_LENGTH} characters", "path")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError("path is not valid Unicode text", "path") from None
     return path if is_url(path) else str(Path(path).expanduser().resolve())
 
 
@@ -75,6 +80,7 @@ def register_dataset(db, dataset_dir: Path, *, name: str, format: str, path: str
         raise InvalidInputError(f"unknown dataset format {format!r}: one of "
                                 f"{', '.join(FORMATS)}", "format")
     source = _check_path(path)
+    classes = check_classes(classes)
     with db.session() as session:
         _refuse_taken(session, name)  # early: before minutes of reading
     try:
@@ -114,7 +120,9 @@ def register_dataset(db, dataset_dir: Path, *, name: str, format: str, path: str
 
 
 def get_dataset(session: Session, name: str) -> Dataset:
-    row = session.get(Dataset, name) if isinstance(name, str) and len(name) <= 100 else None
+    # A name that could never have been registered is simply unknown (and never reaches
+    # the database: PostgreSQL refuses NUL characters in text).
+    row = session.get(Dataset, name) if isinstance(name, str) and _NAME.fullmatch(name) else None
     if row is None:
         raise NotFoundError(f"no dataset named {name!r} is registered", "name")
     return row

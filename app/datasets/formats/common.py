@@ -71,6 +71,11 @@ def check_classes(classes: Sequence[str] | None) -> list[str] | None:
         if "\x00" in name or len(name) > 200:
             raise InvalidInputError(f"classes[{index}] is longer than 200 characters or "
                                     f"contains a NUL character", "classes")
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(f"classes[{index}] is not valid Unicode text",
+                                    "classes") from None
         if names.index(name) != index:
             raise InvalidInputError(f"class {name!r} is listed twice", "classes")
     return names
