@@ -320,6 +320,20 @@ def test_mnist_registers_with_the_checksum_its_model_card_records(mnist, tmp_pat
         database.dispose()
 
 
+def test_other_files_where_mnist_goes_are_not_registered_as_mnist(sqlite_db, tmp_path):
+    """Issue 9: Fashion-MNIST (here: any other IDX files) put under MNIST/raw must not
+    become dataset 'mnist'."""
+    from app.core.config import load_settings
+
+    make_idx(tmp_path / "data" / "MNIST" / "raw", gz=True)
+    settings = load_settings(database_url=sqlite_db.url, data_dir=tmp_path / "data",
+                             dataset_dir=tmp_path / "datasets")
+    with pytest.raises(InvalidInputError) as error:
+        ensure_mnist_dataset(sqlite_db, settings)
+    assert "not the expected sha256:1e35582d" in error.value.message
+    assert_nothing_registered(sqlite_db, tmp_path / "datasets")
+
+
 def test_fashion_mnist_from_debian_gzipped_files(sqlite_db, tmp_path):
     source = Path("/usr/share/datasets/fashion-mnist")
     if not (source / "train-images-idx3-ubyte.gz").is_file():

@@ -153,6 +153,13 @@ class DatasetProvider:
         """The dataset ``name`` (``NotFoundError`` when none is registered under it)."""
         from app.datasets.service import get_dataset
 
+        with self._lock:
+            # A name's dataset never changes (rows are immutable): no need to ask the
+            # database again once it is loaded.
+            entry = self._loaded.get(name)
+            if entry is not None:
+                self._loaded.move_to_end(name)
+                return entry[1]
         with self._db.session() as session:
             row = get_dataset(session, name)
         return self.get_for(row)

@@ -34,6 +34,10 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 _NAME = re.compile(NAME_PATTERN)
 MAX_PATH_LENGTH = 1000
 MNIST_DATASET = "mnist"
+# The official MNIST files (what app.ml.data computes and the shipped model card records):
+# other files under UNLEARN_DATA_DIR/MNIST/raw (Fashion-MNIST put where MNIST goes) are
+# not registered as "mnist".
+MNIST_CHECKSUM = "sha256:1e35582d42a90940c55b956deb61875c020b567ed20e3c5b174f52bf7809ed9b"
 
 
 class RegisteredDataset(NamedTuple):
@@ -72,9 +76,12 @@ def _refuse_taken(session: Session, name: str) -> None:
 
 
 def register_dataset(db, dataset_dir: Path, *, name: str, format: str, path: str,
-                     classes: list[str] | None = None, actor: str) -> RegisteredDataset:
+                     classes: list[str] | None = None, actor: str,
+                     expected_checksum: str | None = None) -> RegisteredDataset:
     """Read, check, pack and record a dataset. ``InvalidInputError`` (the field and, for a
-    bad sample, its row or file), ``ConflictError`` for a taken name."""
+    bad sample, its row or file), ``ConflictError`` for a taken name. With
+    ``expected_checksum``, data with another checksum is refused before anything is
+    written."""
     check_name(name)
     if format not in FORMATS:
         raise InvalidInputError(f"unknown dataset format {format!r}: one of "
@@ -88,6 +95,10 @@ def register_dataset(db, dataset_dir: Path, *, name: str, format: str, path: str
     except OSError as error:  # anything a reader did not turn into a row-level message
         raise InvalidInputError(f"cannot read {source}: {error}", "path") from None
     checksum = raw_checksum(raw)
+    if expected_checksum is not None and checksum != expected_checksum:
+        raise InvalidInputError(
+            f"the data at {source} has checksum {checksum}, not the expected "
+            f"{expected_checksum}: it is other data than {name!r} must be", "path")
     storage_key = storage.pack(raw, dataset_dir, name, checksum)
     try:
         with db.write_session() as session:
@@ -143,7 +154,8 @@ def list_datasets(session: Session, limit: int = 100,
 def ensure_mnist_dataset(db, settings) -> Dataset:
     """Register MNIST as dataset ``mnist`` (format ``idx``) from ``settings.data_dir``
     unless it is registered already: from ``MNIST/raw`` (plain or gzipped files), else
-    downloaded there by torchvision as ``app.ml.data.load_mnist`` does."""
+    downloaded there by torchvision as ``app.ml.data.load_mnist`` does. Files that are not
+    the official MNIST (another checksum) are refused with ``InvalidInputError``."""
     with db.session() as session:
         existing = session.get(Dataset, MNIST_DATASET)
     if existing is not None:
@@ -164,7 +176,8 @@ def ensure_mnist_dataset(db, settings) -> Dataset:
                 f"{error}. Set UNLEARN_DATA_DIR to a directory holding MNIST/raw.") from None
     try:
         return register_dataset(db, settings.dataset_dir, name=MNIST_DATASET, format="idx",
-                                path=str(raw_dir), actor="system:bootstrap").row
+                                path=str(raw_dir), actor="system:bootstrap",
+                                expected_checksum=MNIST_CHECKSUM).row
     except ConflictError:  # another process registered it meanwhile
         with db.session() as session:
             return get_dataset(session, MNIST_DATASET)

@@ -128,10 +128,12 @@ def decode_image(data: bytes) -> tuple[np.ndarray, str | None]:
             pixels = np.asarray(image if mode == target else image.convert(target))
     except ImageProblem:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise ImageProblem(f"unreadable image ({error})") from None
     except Image.DecompressionBombError as error:
         raise ImageProblem(f"image too large ({error})") from None
+    except UnidentifiedImageError:
+        raise ImageProblem("unreadable image (not an image format PIL can identify)") from None
+    except Exception as error:  # noqa: BLE001 - a malformed file may fail anywhere in PIL
+        raise ImageProblem(f"unreadable image ({type(error).__name__}: {error})") from None
     if pixels.ndim == 2:
         pixels = pixels[None]
     else:
