@@ -27,6 +27,7 @@ from app.db.migrations import upgrade
 from app.db.session import Database
 from app.main import create_app
 from tests.conftest import DATA_DIR, ROOT, api_key
+from tests.test_s3_store import s3_endpoint, s3_url  # noqa: F401 - fixtures
 
 # --- Generated data -------------------------------------------------------------------
 
@@ -268,6 +269,27 @@ def test_manifest_images_from_fsspec_urls(sqlite_db, tmp_path):
         assert row.checksum == local.checksum and row.source == "memory://bucket/manifest.csv"
     finally:
         memory.rm("/bucket", recursive=True)
+
+
+def test_manifest_and_images_in_s3(sqlite_db, tmp_path, s3_url, s3_endpoint, monkeypatch):
+    """s3:// for real (moto's S3 server): a Parquet manifest in a bucket naming its images
+    relative to itself; the endpoint comes from botocore's AWS_ENDPOINT_URL."""
+    import fsspec
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    local = write_manifest(tmp_path / "data", MANIFEST_ROWS, "parquet")
+    fs = fsspec.filesystem("s3", endpoint_url=s3_endpoint, skip_instance_cache=True)
+    prefix = s3_url.removeprefix("s3://") + "/flowers"
+    fs.put(str(tmp_path / "data" / "images"), f"{prefix}/images", recursive=True)
+    fs.put(str(local), f"{prefix}/manifest.parquet")
+    row, _ = register(sqlite_db, tmp_path / "datasets", "s3-flowers", "manifest",
+                      f"s3://{prefix}/manifest.parquet")
+    same, _ = register(sqlite_db, tmp_path / "datasets", "local-flowers", "manifest", local)
+    assert row.checksum == same.checksum and row.train_size == 4
+    with pytest.raises(InvalidInputError) as error:
+        register(sqlite_db, tmp_path / "datasets", "nothing", "manifest",
+                 f"s3://{prefix}/missing.csv")
+    assert "manifest not found" in error.value.message
 
 
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzipped"])
