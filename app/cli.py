@@ -472,6 +472,83 @@ def certificate_verify(
     raise typer.Exit(0 if ok else 1)
 
 
+# --- Registered datasets (issue 9) ----------------------------------------------------
+
+datasets_cli = typer.Typer(help="Registered datasets: register, list, show.",
+                           no_args_is_help=True)
+cli.add_typer(datasets_cli, name="datasets")
+
+
+@datasets_cli.command("register")
+def datasets_register(
+    name: Annotated[str, typer.Argument(help="Unique and permanent name.")],
+    format: Annotated[str, typer.Option("--format", help="idx, imagefolder or manifest.")],
+    path: Annotated[str, typer.Option("--path", help=(
+        "A directory (idx, imagefolder), or a .csv/.parquet manifest (a path or a URL)."))],
+    classes: Annotated[str | None, typer.Option(
+        "--classes", help="Class names in index order, comma-separated: a,b,c.")] = None,
+) -> None:
+    """Read, check and register a dataset (all or nothing; nothing is written on error)."""
+    from app.core.errors import ServiceError
+    from app.datasets.service import register_dataset
+
+    settings = _settings()
+    class_list = [part.strip() for part in classes.split(",")] if classes is not None else None
+    db = _database()
+    try:
+        row, notes = register_dataset(db, settings.dataset_dir, name=name, format=format,
+                                      path=path, classes=class_list, actor="cli")
+    except ServiceError as error:
+        _fail(error.message)
+    finally:
+        db.dispose()
+    typer.echo(f"registered dataset {row.name} ({row.format}): {row.train_size} train / "
+               f"{row.test_size} test images of {'x'.join(map(str, row.image_shape))}, "
+               f"{len(row.class_names)} classes, {row.checksum}")
+    for note in notes:
+        typer.echo(f"converted {note}")
+
+
+def _dataset_json(row) -> dict:
+    from app.datasets.routes import to_read
+
+    return to_read(row).model_dump(mode="json")
+
+
+@datasets_cli.command("list")
+def datasets_list() -> None:
+    """List registered datasets."""
+    from app.datasets.service import list_datasets
+
+    db = _database()
+    try:
+        with db.session() as session:
+            rows, _ = list_datasets(session, limit=10_000)
+    finally:
+        db.dispose()
+    for row in rows:
+        typer.echo(f"{row.name:<24} {row.format:<12} {row.train_size:>8} train {row.test_size:>7}"
+                   f" test  {'x'.join(map(str, row.image_shape)):<10} "
+                   f"{len(row.class_names):>4} classes  {row.checksum[:19]}")
+
+
+@datasets_cli.command("show")
+def datasets_show(name: Annotated[str, typer.Argument()]) -> None:
+    """Print one dataset's record as JSON."""
+    from app.core.errors import ServiceError
+    from app.datasets.service import get_dataset
+
+    db = _database()
+    try:
+        with db.session() as session:
+            row = get_dataset(session, name)
+    except ServiceError as error:
+        _fail(error.message)
+    finally:
+        db.dispose()
+    typer.echo(json.dumps(_dataset_json(row), indent=2))
+
+
 def main() -> None:
     try:
         cli()

@@ -18,6 +18,7 @@ from app.certificates.routes import router as certificates_router
 from app.console.routes import mount_console
 from app.core.config import get_settings
 from app.core.context import ServiceContext, build_context
+from app.datasets.routes import router as datasets_router
 from app.forgetting.routes import router as forgetting_router
 from app.forgetting.worker import Notifier, Worker
 from app.health.routes import router as health_router
@@ -70,5 +71,7 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         app.include_router(router, responses=ERROR_RESPONSES)
     app.add_middleware(BodySizeLimitMiddleware,
                        max_bytes=(ctx.settings if ctx else get_settings()).max_body_bytes)
+    # Registered datasets (issue 9).
+    app.include_router(datasets_router, responses=ERROR_RESPONSES)
     mount_console(app)  # the review console's pages under /console
     return app

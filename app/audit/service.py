@@ -34,6 +34,7 @@ class AuditAction(str, enum.Enum):
     key_created = "api_key.created"
     key_revoked = "api_key.revoked"
     artifact_integrity_failed = "artifact.integrity_failed"
+    dataset_registered = "dataset.registered"
 
 
 def record(

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     max_sample_ids: int = Field(default=10_000, ge=1, le=60_000)
     model_cache_size: int = Field(default=8, ge=1, le=1024)
     wait_timeout_s: float = Field(default=120.0, gt=0)
+    # Registered datasets (app/datasets): their packed, immutable copies and how many
+    # loaded ones stay in memory.
+    dataset_dir: Path = Field(default=Path("./var/datasets"),
+                              description="Where registered datasets' packed copies live.")
+    dataset_cache_size: int = Field(default=4, ge=1, le=256,
+                                    description="Loaded datasets kept in memory.")
     # Security: API keys, certificates, request limits.
     signing_key_path: Path = Field(
         default=Path("./var/signing-key.pem"),
