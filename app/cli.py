@@ -64,16 +64,20 @@ def bootstrap() -> None:
     key yet, create the first admin key and print it once."""
     from app.auth.service import announce_bootstrap_key, ensure_security
     from app.core.context import build_context
+    from app.core.errors import ServiceError
+    from app.datasets.service import ensure_mnist_dataset
+    from app.ml.data import DataUnavailableError
     from app.registry.registration import BaseModelError, ensure_base_version
 
     settings = _settings()
     _configure_logging(settings.log_level)
     ctx = build_context(settings)
     try:
+        ensure_mnist_dataset(ctx.db, settings)  # the zero-configuration dataset
         row = ensure_base_version(ctx, settings.base_model_path)
         token = ensure_security(ctx)  # the signing key and, the first time, an admin key
-    except BaseModelError as error:
-        typer.echo(f"error: {error}", err=True)
+    except (BaseModelError, DataUnavailableError, ServiceError) as error:
+        typer.echo(f"error: {getattr(error, 'message', error)}", err=True)
         raise typer.Exit(1) from None
     finally:
         ctx.close()

@@ -14,7 +14,7 @@ from app.core.errors import NotFoundError
 from app.db.session import Database
 from app.evaluation.features import FeatureCache
 from app.evaluation.service import Evaluator
-from app.ml.data import DataProvider, ImageData
+from app.ml.data import ImageData
 from app.ml.device import resolve_device
 from app.registry.artifacts import ArtifactStore, make_artifact_store
 from app.registry.model_cache import ModelCache
@@ -24,29 +24,48 @@ logger = logging.getLogger("unlearn")
 MNIST_DATASET = "mnist"
 
 
-class DatasetProvider:
-    """Registered datasets by name, loaded once each and shared by every request."""
+class ServiceDatasets:
+    """Registered datasets by name (see ``app.datasets``), with MNIST as the
+    zero-configuration default: asked for before anyone registered it, it is registered
+    from UNLEARN_DATA_DIR, as ``unlearn bootstrap`` does. UNLEARN_DATA_SUBSET serves a
+    seeded subset of every dataset (quick runs and tests)."""
 
-    def __init__(self, settings: Settings, subset: tuple[int, int, int] | None = None):
+    def __init__(self, db: Database, settings: Settings,
+                 subset: tuple[int, int, int] | None = None):
+        from app.datasets.loading import DatasetProvider
+
+        self._db = db
         self._settings = settings
         self._subset = subset
-        self._loaded: dict[str, ImageData] = {}
-        self._mnist = DataProvider(settings.data_dir, download=True, subset=subset)
+        self._provider = DatasetProvider.from_settings(db, settings)
+        self._preloaded: set[str] = set()
         self._lock = threading.Lock()
 
     def preload(self, name: str, data: ImageData) -> None:
+        """Serve ``data`` as dataset ``name`` (tests preload small subsets)."""
         with self._lock:
-            self._loaded[name] = data
+            self._preloaded.add(name)
+            self._provider.preload(name, data)
 
     def get(self, name: str) -> ImageData:
+        try:
+            data = self._provider.get(name)
+        except NotFoundError:
+            if name != MNIST_DATASET:
+                raise
+            from app.datasets.service import ensure_mnist_dataset
+
+            ensure_mnist_dataset(self._db, self._settings)
+            data = self._provider.get(name)
+        if self._subset is None:
+            return data
         with self._lock:
-            if name in self._loaded:
-                return self._loaded[name]
-        if name != MNIST_DATASET:
-            raise NotFoundError(f"dataset {name!r} is not registered", "dataset")
-        data = self._mnist.get()
-        with self._lock:
-            return self._loaded.setdefault(name, data)
+            if name in self._preloaded:  # the subset (or a test's data) is what it serves
+                return self._provider.get(name)
+            data = data.subset(*self._subset)
+            self._provider.preload(name, data)
+            self._preloaded.add(name)
+            return data
 
 
 @dataclass
@@ -56,7 +75,7 @@ class ServiceContext:
     device: torch.device
     store: ArtifactStore
     models: ModelCache
-    datasets: DatasetProvider
+    datasets: ServiceDatasets
     evaluator: Evaluator
     extras: dict = field(default_factory=dict)
     # model name -> dataset name; a model's dataset never changes once registered.
@@ -94,12 +113,13 @@ def build_context(settings: Settings, data: ImageData | None = None) -> ServiceC
     device = resolve_device(settings.device)
     store = make_artifact_store(settings)
     configure_caches(settings.cache_dir)
-    datasets = DatasetProvider(settings, subset=_parse_subset(settings.data_subset))
+    db = Database(settings.database_url)
+    datasets = ServiceDatasets(db, settings, subset=_parse_subset(settings.data_subset))
     if data is not None:
         datasets.preload(MNIST_DATASET, data)
     return ServiceContext(
         settings=settings,
-        db=Database(settings.database_url),
+        db=db,
         device=device,
         store=store,
         models=ModelCache(store, device, settings.model_cache_size),

@@ -11,7 +11,6 @@ in the paper; no further normalisation.
 from __future__ import annotations
 
 import hashlib
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,25 +182,3 @@ def load_mnist(data_dir: Path, download: bool = True) -> ImageData:
         test_labels=test.targets.clone(),
         checksum=checksum,
     )
-
-
-class DataProvider:
-    """Loads MNIST once, lazily, and shares it between the API, the worker and the CLI."""
-
-    def __init__(self, data_dir: Path, download: bool = True, preloaded: ImageData | None = None,
-                 subset: tuple[int, int, int] | None = None):
-        self._data_dir = Path(data_dir)
-        self._download = download
-        self._data = preloaded
-        self._subset = subset  # (train, test, seed): serve ImageData.subset(...) instead
-        self._lock = threading.Lock()
-
-    def get(self) -> ImageData:
-        if self._data is None:
-            with self._lock:
-                if self._data is None:
-                    data = load_mnist(self._data_dir, self._download)
-                    if self._subset is not None:
-                        data = data.subset(*self._subset)
-                    self._data = data
-        return self._data

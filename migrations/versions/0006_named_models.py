@@ -2,7 +2,7 @@
 keep the dataset's own sample IDs
 
 Revision ID: 0006
-Revises: 0004 (re-chained after 0005 when datasets land)
+Revises: 0005
 
 Every model recorded before this revision is the bundled MNIST CNN: it gets dataset
 'mnist' and architecture 'mnist-cnn'. Version rows keep their 'mnist-cnn-v1', which the
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
