@@ -3,6 +3,9 @@ refused weights, and the 0004 -> 0006 upgrade."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -17,6 +20,7 @@ from app.main import create_app
 from app.ml.data import ImageData
 from app.ml.training import TrainingRecipe, train_model
 from app.registry.registration import register_model, register_trained_model
+from tests.conftest import _unavailable as unavailable
 from tests.conftest import authorized, forget_body
 
 COLOURS = ("red", "green", "blue")
@@ -291,3 +295,55 @@ def test_upgrade_from_0004_keeps_every_record_meaning_the_same(database_url):
         assert result.intact and result.entries_checked == 2
     finally:
         database.dispose()
+
+
+FASHION_DIR = Path(os.environ.get("UNLEARN_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot"]
+
+
+def test_fashion_mnist_end_to_end(client, ctx):
+    """Register Fashion-MNIST (Debian's gzipped IDX files), train the mnist-cnn on a subset
+    for one short epoch, forget a class by name, predict, verify the chain."""
+    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file():
+        unavailable(f"Fashion-MNIST is not installed at {FASHION_DIR} "
+                    f"(apt-get install dataset-fashion-mnist)")
+    registered = client.post("/datasets", json={
+        "name": "fashion", "format": "idx", "path": str(FASHION_DIR),
+        "classes": FASHION_CLASSES})
+    assert registered.status_code == 201, registered.text
+    assert registered.json()["class_names"] == FASHION_CLASSES
+    full = ctx.datasets.get("fashion")
+    assert full.num_train == 60_000
+    data = full.subset(3000, 1000, seed=0)
+    ctx.datasets.preload("fashion", data)  # metrics on the subset keep the test fast
+    model = train_model(data.train_images, data.train_labels,
+                        TrainingRecipe(seed=0, epochs=1, batch_size=64), spec=MNIST_SPEC)
+    row = register_trained_model(ctx, model, model_card={"dataset_checksum": full.checksum},
+                                 actor="test", model_name="fashion-cnn", dataset_name="fashion")
+    assert row.metrics["test"]["accuracy"] > 0.6  # one short epoch on 3,000 images
+    # The MNIST digits model's card names MNIST's checksum: refused on Fashion-MNIST.
+    with pytest.raises(InvalidInputError, match="trained on other data"):
+        register_model(ctx, model.state_dict(), model_card={"dataset_checksum": (
+            "sha256:1e35582d42a90940c55b956deb61875c020b567ed20e3c5b174f52bf7809ed9b")},
+            actor="test", model_name="digits-on-fashion", dataset_name="fashion",
+            architecture="mnist-cnn")
+
+    response = client.post("/forget-requests?wait=true", json=forget_body(
+        model_name="fashion-cnn", classes=["Sneaker"], params={"alpha": 0.01}))
+    assert response.status_code == 200, response.text
+    request = response.json()
+    assert request["status"] == "completed", request["error"]
+    assert request["classes"] == [7] and request["class_names"] == ["Sneaker"]
+    after = request["metrics"]["after"]
+    assert after["test_forget"]["accuracy"] < request["metrics"]["before"]["test_forget"]["accuracy"]
+
+    sneakers = data.test_images[data.test_labels == 7][:8, 0].tolist()
+    answer = client.post("/predict", json={"model_name": "fashion-cnn",
+                                           "model_version": request["result_version"],
+                                           "instances": sneakers})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["class_names"] == FASHION_CLASSES
+    assert sum(p["label"] == 7 for p in answer.json()["predictions"]) <= 2
+    verified = client.get("/audit-log/verify")
+    assert verified.status_code == 200 and verified.json()["intact"]
