@@ -21,6 +21,8 @@ from app.core.context import ServiceContext, build_context
 from app.forgetting.routes import router as forgetting_router
 from app.forgetting.worker import Notifier, Worker
 from app.health.routes import router as health_router
+from app.observability.http import install_observability
+from app.observability.lifecycle import start_operations
 from app.prediction.routes import router as prediction_router
 from app.registry.routes import router as registry_router
 
@@ -40,6 +42,8 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         app.state.ctx = context
         app.state.notifier = Notifier()
         announce_bootstrap_key(ensure_security(context))  # signing key, first admin key
+        # Logging is configured for the served app only; tests pass their own context.
+        operations = start_operations(context, configure_logs=ctx is None)
         run_worker = context.settings.embedded_worker if start_worker is None else start_worker
         worker = None
         if run_worker:
@@ -56,6 +60,7 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         finally:
             if worker is not None:
                 worker.stop()
+            operations.stop()
             if ctx is None:
                 context.close()
 
@@ -68,7 +73,8 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
     # Security: key management, certificates, body size and NUL limits.
     for router in (auth_router, certificates_router):
         app.include_router(router, responses=ERROR_RESPONSES)
-    app.add_middleware(BodySizeLimitMiddleware,
-                       max_bytes=(ctx.settings if ctx else get_settings()).max_body_bytes)
+    settings = ctx.settings if ctx else get_settings()
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_observability(app, settings)  # request IDs, access log, HTTP metrics, /metrics
     mount_console(app)  # the review console's pages under /console
     return app

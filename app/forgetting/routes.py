@@ -26,6 +26,7 @@ from app.forgetting.schemas import (
     MethodList,
     RequestLinks,
 )
+from app.notifications.filing import check_callback_url
 from app.unlearning.catalog import METHODS
 
 router = APIRouter(tags=["forget requests"])
@@ -65,6 +66,7 @@ def to_read(request: ForgetRequest) -> ForgetRequestRead:
         started_at=request.started_at,
         finished_at=request.finished_at,
         duration_s=duration,
+        callback_url=request.callback_url,
         links=RequestLinks(
             self=f"/forget-requests/{request.id}",
             source_version=f"/models/{request.source_version}",
@@ -90,6 +92,8 @@ def create_forget_request(
         description="Retry-safe filing: the same key with the same body returns the "
                     "original request; with a different body, 409.")] = None,
 ) -> ForgetRequestRead:
+    if body.callback_url is not None:
+        check_callback_url(body.callback_url, ctx.settings)  # 422 naming callback_url
     created, replayed = service.submit_request(ctx.db, ctx.model_name, body, actor,
                                                ctx.settings.max_sample_ids, idempotency_key)
     if replayed:
