@@ -273,10 +273,16 @@ def notify_final_status(ctx, request_id: str, worker_id: str | None = None) -> N
             if request is None or request.status not in FINAL_STATUSES:
                 return
             ran_here = worker_id is None or request.worker_id == worker_id
-            if ran_here and request.started_at and request.finished_at:
-                observe_request_duration(
-                    ctx, request.method,
-                    (request.finished_at - request.started_at).total_seconds())
+            duration = ((request.finished_at - request.started_at).total_seconds()
+                        if request.started_at and request.finished_at else None)
+            if ran_here:
+                if duration is not None:
+                    observe_request_duration(ctx, request.method, duration)
+                logging.getLogger("unlearn.worker").info(
+                    "forget request %s", request.status,
+                    extra={"forget_request_id": request.id, "method": request.method,
+                           "status": request.status, "duration_s": duration,
+                           "result_version": request.result_version})
             if not request.callback_url:
                 return
         if enqueue_for_request(ctx.db, request_id):
