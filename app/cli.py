@@ -42,6 +42,7 @@ def serve(
     import uvicorn
 
     settings = _settings()
+    _configure_logging(settings.log_level, settings.log_format)  # uvicorn's startup lines
     if workers > 1 and settings.embedded_worker and settings.database_url.startswith("sqlite"):
         typer.echo("note: with several API processes on SQLite, each runs an embedded worker; "
                    "claims stay exclusive, but prefer PostgreSQL and `unlearn worker`.", err=True)

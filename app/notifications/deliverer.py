@@ -29,7 +29,7 @@ class WebhookDeliverer:
         self.ctx = ctx
         self.settings = ctx.settings
         self.deliverer_id = deliverer_id
-        self.secret = webhook_secret(ctx.settings)  # made now: a bad secret fails at start
+        self._secret: bytes | None = None
         self.wakeup = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -37,6 +37,14 @@ class WebhookDeliverer:
         # Proxies from the environment are ignored: the connection must go to the address
         # that was checked against the allow-list.
         self._client = httpx.Client(follow_redirects=False, trust_env=False)
+
+    @property
+    def secret(self) -> bytes:
+        """Read (or, the first time, made) when needed: a service that allows no callback
+        host never writes a secret file."""
+        if self._secret is None:
+            self._secret = webhook_secret(self.settings)
+        return self._secret
 
     @property
     def lock_s(self) -> float:
@@ -80,6 +88,8 @@ class WebhookDeliverer:
                 self.wakeup.wait(self.settings.webhook_poll_s)
 
     def start(self) -> None:
+        if self.settings.webhook_hosts:
+            self.secret  # made (or a bad one refused) at start where callbacks can happen
         self.ctx.extras[service.WAKEUP_KEY] = self.wakeup
         self._thread = threading.Thread(target=self.run_forever, name="unlearn-webhooks",
                                         daemon=True)
