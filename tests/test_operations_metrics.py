@@ -122,3 +122,13 @@ def test_metrics_switched_off(tmp_path, feature_cache_dir, small_data, trained_s
         assert "metrics" not in ctx.extras
     finally:
         ctx.close()
+
+
+def test_two_apps_over_one_context_share_its_metrics(ctx):
+    headers = {"Authorization": f"Bearer {api_key(ctx, name='two-apps')}"}
+    for _ in range(2):
+        with TestClient(create_app(ctx, start_worker=False), headers=headers) as client:
+            assert client.get("/models").status_code == 200
+            samples = scrape(client)
+    assert value(samples, "http_requests_total", handler="/models", method="GET",
+                 status="200") == 2

@@ -122,8 +122,16 @@ class _ContextInstrumentation:
         self._inner: ASGIApp | None = None
 
     def _build(self, scope: Scope) -> ASGIApp:
-        ctx = scope["app"].state.ctx
-        registry = metrics_for(ctx).registry
+        metrics = metrics_for(scope["app"].state.ctx)
+        registry = metrics.registry
+        with metrics.lock:
+            # Made once per context: several apps over one context (tests) share them, as
+            # the library would otherwise refuse the second registration of a name.
+            if metrics.http_instrumentations is None:
+                metrics.http_instrumentations = [
+                    http_metrics.requests(registry=registry),
+                    http_metrics.latency(buckets=HTTP_LATENCY_BUCKETS, registry=registry),
+                ]
         return PrometheusInstrumentatorMiddleware(
             self.app,
             should_group_status_codes=False,
@@ -133,10 +141,7 @@ class _ContextInstrumentation:
             should_respect_env_var=False,
             should_instrument_requests_inprogress=False,
             excluded_handlers=["^/metrics$"],
-            instrumentations=[
-                http_metrics.requests(registry=registry),
-                http_metrics.latency(buckets=HTTP_LATENCY_BUCKETS, registry=registry),
-            ],
+            instrumentations=metrics.http_instrumentations,
             registry=registry,
         )
 

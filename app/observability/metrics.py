@@ -128,6 +128,8 @@ class ServiceMetrics:
 
     def __init__(self, ctx, with_database: bool = True):
         self.registry = CollectorRegistry()
+        self.lock = threading.Lock()
+        self.http_instrumentations: list | None = None  # set by app.observability.http
         self.prediction_requests = Counter(
             "unlearn_prediction_requests", "Prediction calls answered, by model and version.",
             ["model", "version"], registry=self.registry)
