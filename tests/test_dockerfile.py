@@ -84,7 +84,11 @@ def test_healthcheck_probes_healthz():
     runtime = stages()[-1]
     checks = [rest for word, rest in runtime if word == "HEALTHCHECK"]
     assert len(checks) == 1
-    assert "/healthz" in checks[0] and "CMD" in checks[0]
+    options, _, command = checks[0].partition("CMD ")
+    assert "--interval=" in options
+    probe = json.loads(command)  # exec form: runs without a shell, python is in the image
+    assert probe[:2] == ["python", "-c"] and "/healthz" in probe[2]
+    compile(probe[2], "healthcheck", "exec")
 
 
 def test_dependencies_are_installed_before_the_code_is_copied():
