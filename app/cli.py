@@ -26,9 +26,10 @@ def _settings():
         raise typer.Exit(2) from None
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _configure_logging(level: str, log_format: str = "text") -> None:
+    from app.observability.logs import configure_logging
+
+    configure_logging(level, log_format)
 
 
 @cli.command()
@@ -41,11 +42,14 @@ def serve(
     import uvicorn
 
     settings = _settings()
+    _configure_logging(settings.log_level, settings.log_format)  # uvicorn's startup lines
     if workers > 1 and settings.embedded_worker and settings.database_url.startswith("sqlite"):
         typer.echo("note: with several API processes on SQLite, each runs an embedded worker; "
                    "claims stay exclusive, but prefer PostgreSQL and `unlearn worker`.", err=True)
+    # Each process configures the structured logs in the app's startup (UNLEARN_LOG_FORMAT);
+    # uvicorn's own access log is replaced by the app's, which carries the request ID.
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level=settings.log_level)
+                log_level=settings.log_level, log_config=None, access_log=False)
 
 
 @db_cli.command("upgrade")
@@ -70,7 +74,7 @@ def bootstrap() -> None:
     from app.registry.registration import BaseModelError, ensure_base_version
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     ctx = build_context(settings)
     try:
         ensure_mnist_dataset(ctx.db, settings)  # the zero-configuration dataset
@@ -121,7 +125,7 @@ def train(
     from app.ml.training import TrainingRecipe
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     ctx = build_context(settings)
     try:
         model_name, dataset_name, architecture = _model_identity(ctx, model, dataset, arch)
@@ -218,7 +222,7 @@ def models_import(
     from app.registry.registration import register_model
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     card_path = card or weights.with_suffix(".json")
     model_card = json.loads(card_path.read_text()) if card_path.exists() else {}
     try:
@@ -290,9 +294,14 @@ def worker(
     from app.core.context import build_context
     from app.forgetting.worker import Notifier, Worker
 
+    from app.observability.lifecycle import start_operations
+
     settings = _settings()
-    _configure_logging(settings.log_level)
     ctx = build_context(settings)
+    # Logs, the webhook deliverer, and this process's metrics on its own port (the
+    # database's figures are the API's to report).
+    operations = start_operations(ctx, with_database_metrics=False,
+                                  metrics_port=settings.worker_metrics_port)
     loop = Worker(ctx, Notifier(), poll_interval=poll_interval)
     signals = {"count": 0}
 
@@ -309,6 +318,7 @@ def worker(
     try:
         loop.run_forever()  # warms up (data, model, features), logs 'ready', polls
     finally:
+        operations.stop()
         ctx.close()
 
 

@@ -22,6 +22,8 @@ from app.datasets.routes import router as datasets_router
 from app.forgetting.routes import router as forgetting_router
 from app.forgetting.worker import Notifier, Worker
 from app.health.routes import router as health_router
+from app.observability.http import install_observability
+from app.observability.lifecycle import start_operations
 from app.prediction.routes import router as prediction_router
 from app.registry.routes import router as registry_router
 
@@ -41,6 +43,8 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         app.state.ctx = context
         app.state.notifier = Notifier()
         announce_bootstrap_key(ensure_security(context))  # signing key, first admin key
+        # Logging is configured for the served app only; tests pass their own context.
+        operations = start_operations(context, configure_logs=ctx is None)
         run_worker = context.settings.embedded_worker if start_worker is None else start_worker
         worker = None
         if run_worker:
@@ -57,6 +61,7 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         finally:
             if worker is not None:
                 worker.stop()
+            operations.stop()
             if ctx is None:
                 context.close()
 
@@ -69,9 +74,10 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
     # Security: key management, certificates, body size and NUL limits.
     for router in (auth_router, certificates_router):
         app.include_router(router, responses=ERROR_RESPONSES)
-    app.add_middleware(BodySizeLimitMiddleware,
-                       max_bytes=(ctx.settings if ctx else get_settings()).max_body_bytes)
-    # Registered datasets (issue 9).
+    settings = ctx.settings if ctx else get_settings()
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_observability(app, settings)  # request IDs, access log, HTTP metrics, /metrics
+    # Registered datasets.
     app.include_router(datasets_router, responses=ERROR_RESPONSES)
     mount_console(app)  # the review console's pages under /console
     return app

@@ -27,6 +27,7 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
     ("GET", "/certificates/public-key"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,  # unless UNLEARN_METRICS_REQUIRE_KEY (docs/operations.md)
     ("GET", "/methods"): ALL,
     ("GET", "/models"): ALL,
     ("GET", "/models/{version}"): ALL,

@@ -35,6 +35,9 @@ class AuditAction(str, enum.Enum):
     key_revoked = "api_key.revoked"
     artifact_integrity_failed = "artifact.integrity_failed"
     dataset_registered = "dataset.registered"
+    # Completion webhooks: every attempt to POST a request's final status to its
+    # callback_url, with its outcome (delivered, retrying, gave_up, refused).
+    webhook_delivery_attempted = "webhook.delivery_attempt"
 
 
 def record(

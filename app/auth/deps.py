@@ -96,7 +96,10 @@ def role_matrix_markdown(app) -> str:
     lines = ["| Route | " + " | ".join(roles) + " |",
              "|---|" + "---|" * len(roles)]
     for method, path, allowed in role_matrix(app):
-        if path.startswith(("/docs", "/redoc", "/openapi")):
+        # /metrics is left out: who may read it is a setting (public, or auditor with
+        # UNLEARN_METRICS_REQUIRE_KEY), so one static row would be wrong in one of the two
+        # configurations; docs/operations.md describes both.
+        if path.startswith(("/docs", "/redoc", "/openapi")) or path == "/metrics":
             continue
         cells = ["public" if allowed is None else ("yes" if role in allowed else "—")
                  for role in roles]

@@ -89,6 +89,47 @@ class Settings(BaseSettings):
         default=None, pattern=r"^\d+,\d+(,\d+)?$",
         description="'TRAIN,TEST[,SEED]': serve a seeded MNIST subset (quick runs and tests).",
     )
+    # Operations (docs/operations.md): metrics, logs, completion webhooks.
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Prometheus metrics at GET /metrics and the HTTP instrumentation; off: "
+        "no /metrics route and no per-request metric work.",
+    )
+    metrics_require_key: bool = Field(
+        default=False, description="GET /metrics needs an API key with the auditor role.")
+    worker_metrics_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="`unlearn worker` serves its own Prometheus metrics on this port.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="'json': one JSON object per line (the container default).")
+    access_log: bool = Field(default=True, description="One log line per HTTP request.")
+    webhook_allowed_hosts: str = Field(
+        default="", max_length=10_000,
+        description="Comma-separated host names (or '*.example.com') that callback_url may "
+        "name; empty: every callback_url is refused.",
+    )
+    webhook_allow_private_addresses: bool = Field(
+        default=False,
+        description="Allow callback hosts that resolve to loopback, private, link-local or "
+        "other non-public addresses.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key for webhook signatures (instead of the file).")
+    webhook_secret_path: Path = Field(
+        default=Path("./var/webhook-secret"),
+        description="Webhook signing secret, made on first start when UNLEARN_WEBHOOK_SECRET "
+        "is unset.",
+    )
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_backoff_s: float = Field(
+        default=2.0, gt=0, le=3600, description="Delay before the 2nd attempt; doubles after.")
+    webhook_backoff_max_s: float = Field(default=600.0, gt=0, le=86_400)
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    webhook_poll_s: float = Field(
+        default=1.0, gt=0, le=60, description="How often the deliverer looks for due deliveries.")
+    webhook_deliverer: bool = Field(
+        default=True, description="Run the webhook deliverer thread in this process.")
+
     # Test-only: makes every execution take this long (in steps that heartbeat and report
     # progress), so fault tests can kill a process mid-request. Never set in production.
     test_execution_delay_s: float = Field(default=0.0, ge=0, le=3600)
@@ -107,10 +148,39 @@ class Settings(BaseSettings):
             return value
         raise ValueError("must be 'cpu', 'cuda' or 'cuda:N'")
 
-    @field_validator("log_level", mode="before")
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: str) -> str:
+        for host in allowed_host_list(value):
+            bare = host[2:] if host.startswith("*.") else host
+            if _is_ip_literal(bare):
+                continue
+            if not bare or any(c in bare for c in "/:@ ?#") or "*" in bare:
+                raise ValueError(f"{host!r} is not a host name (or '*.domain')")
+        return value
+
+    @property
+    def webhook_hosts(self) -> tuple[str, ...]:
+        return allowed_host_list(self.webhook_allowed_hosts)
+
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+
+def _is_ip_literal(value: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def allowed_host_list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower().rstrip(".") for part in value.split(",") if part.strip())
 
 
 def _describe(error: ValidationError) -> str:

@@ -29,6 +29,7 @@ from app.audit.service import AuditAction, record
 from app.core.context import ServiceContext
 from app.db.base import utcnow
 from app.forgetting.models import ForgetRequest, RequestStatus
+from app.notifications.service import notify_final_status
 from app.registry.artifacts import sha256_bytes
 from app.registry.model_kinds import model_backbone_sha256, model_bytes
 from app.registry.models import ModelVersion
@@ -343,6 +344,8 @@ def execute_request(ctx: ServiceContext, request_id: str, worker_id: str,
             logger.exception("forget request %s failed", request_id)
             _discard(ctx, stored_key)
             _mark_failed(ctx, request_id, worker_id, error)
+    # Metrics and the completion webhook (a no-op unless the request is now final).
+    notify_final_status(ctx, request_id, worker_id)
 
 
 def _discard(ctx: ServiceContext, stored_key: str | None) -> None:

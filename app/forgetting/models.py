@@ -56,3 +56,5 @@ class ForgetRequest(Base):
     # Idempotency-Key header of the POST that filed it, and the hash of that POST's body.
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
     body_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Told (signed POST) when the request reaches a final status: app/notifications.
+    callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)

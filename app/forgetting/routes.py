@@ -27,6 +27,7 @@ from app.forgetting.schemas import (
     MethodList,
     RequestLinks,
 )
+from app.notifications.filing import check_callback_url
 from app.unlearning.catalog import METHODS
 
 router = APIRouter(tags=["forget requests"])
@@ -68,6 +69,7 @@ def to_read(request: ForgetRequest, default_model: str) -> ForgetRequestRead:
         started_at=request.started_at,
         finished_at=request.finished_at,
         duration_s=duration,
+        callback_url=request.callback_url,
         links=RequestLinks(
             self=f"/forget-requests/{request.id}",
             source_version=version_path(request.model_name, request.source_version,
@@ -103,6 +105,8 @@ def create_forget_request(
         description="Retry-safe filing: the same key with the same body returns the "
                     "original request; with a different body, 409.")] = None,
 ) -> ForgetRequestRead:
+    if body.callback_url is not None:
+        check_callback_url(body.callback_url, ctx.settings)  # 422 naming callback_url
     model_name = body.model_name or ctx.model_name
     created, replayed = service.submit_request(ctx.db, model_name, body, actor,
                                                ctx.settings.max_sample_ids, idempotency_key,

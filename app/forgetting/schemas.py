@@ -78,6 +78,10 @@ class ForgetRequestCreate(BaseModel):
         min_length=1, max_length=200, description="The data subject / case reference."
     )
     reason: Text = Field(default="", max_length=2000)
+    callback_url: Text | None = Field(
+        default=None, max_length=2000,
+        description="Told with a signed POST when the request reaches a final status; its "
+        "host must be on the service's allow-list (docs/operations.md).")
 
 
 class RequestLinks(BaseModel):
@@ -120,6 +124,7 @@ class ForgetRequestRead(BaseModel):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     duration_s: float | None
+    callback_url: str | None = None
     links: RequestLinks
 
 

@@ -149,6 +149,7 @@ def file_request(session: Session, model_name: str, body: ForgetRequestCreate, a
         reason=body.reason,
         idempotency_key=idempotency_key,
         body_sha256=body_sha256,
+        callback_url=body.callback_url,
     )
     session.add(request)
     session.flush()
@@ -169,7 +170,10 @@ def file_request(session: Session, model_name: str, body: ForgetRequestCreate, a
 
 def request_body_sha256(model_name: str, body: ForgetRequestCreate) -> str:
     """Hash of the request as filed (defaults filled in), to compare idempotent retries."""
-    canonical = json.dumps({"model_name": model_name, **body.model_dump(mode="json")},
+    # Without a callback_url the hash is the one filed before callbacks existed.
+    fields = body.model_dump(mode="json", exclude={"callback_url"} if body.callback_url is None
+                             else set())
+    canonical = json.dumps({"model_name": model_name, **fields},
                            sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -16,6 +16,7 @@ import uuid
 
 from app.core.context import ServiceContext
 from app.forgetting.execution import claim_next, execute_request, recover_expired, warm_up
+from app.observability.logs import bind_log_context, log_context
 
 logger = logging.getLogger("unlearn.worker")
 
@@ -83,11 +84,13 @@ class Worker:
         if request_id is None:
             return False
         self.done.notify()
-        execute_request(self.ctx, request_id, self.worker_id, cancel=self._cancel)
+        with log_context(forget_request_id=request_id):
+            execute_request(self.ctx, request_id, self.worker_id, cancel=self._cancel)
         self.done.notify()
         return True
 
     def run_forever(self) -> None:
+        bind_log_context(worker_id=self.worker_id)  # on every line this thread logs
         warm_up(self.ctx)
         self.warmed_up.set()
         logger.info("worker %s ready", self.worker_id)

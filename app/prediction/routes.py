@@ -14,6 +14,7 @@ from app.auth.service import Role
 from app.audit.service import record_artifact_failure
 from app.core.context import ServiceContext
 from app.core.errors import CorruptArtifactError, InvalidInputError
+from app.observability.metrics import record_prediction
 from app.prediction import service
 from app.prediction.schemas import Prediction, PredictRequest, PredictResponse
 from app.registry.service import resolve_version
@@ -80,6 +81,7 @@ def _predict(ctx: ServiceContext, body: PredictRequest, instances: list | None,
     batch = (service.batch_from_instances(instances, limit, shape) if instances is not None
              else service.batch_from_pngs(body.images, limit, shape))
     labels, probabilities = service.predict(model, batch, ctx.device)
+    record_prediction(ctx, version.model_name, version.version, len(labels))
     return PredictResponse(
         model_name=model_name,
         model_version=version.version,

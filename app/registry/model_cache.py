@@ -25,6 +25,10 @@ class ModelCache:
         self.capacity = capacity
         self._models: OrderedDict[str, nn.Module] = OrderedDict()
         self._lock = threading.Lock()
+        # Plain counts (read by the metrics collector at scrape time): an increment under
+        # the lock already taken costs nothing measurable on the predict path.
+        self.hits = 0
+        self.misses = 0
 
     def get(self, version: ModelVersion) -> nn.Module:
         """The version's model in eval mode on the service's device. Treat it as read-only."""
@@ -32,8 +36,10 @@ class ModelCache:
         with self._lock:
             model = self._models.get(key)
             if model is not None:
+                self.hits += 1
                 self._models.move_to_end(key)
                 return model
+            self.misses += 1
         try:
             data = self.store.get(version.artifact_path, version.artifact_sha256)
         except ArtifactIntegrityError as error:
