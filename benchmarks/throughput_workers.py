@@ -1,11 +1,13 @@
-"""Forget-request throughput with 1, 2 and 3 worker processes on PostgreSQL.
+"""Forget-request throughput with 1, 2 and 3 worker processes on the job engine
+(PostgreSQL + procrastinate).
 
-For each worker count: a fresh PostgreSQL database (migrated, shipped base model as version
-1, full MNIST), N worker processes (`python -m app.cli worker`) started and warmed up
-(data, model, cached penultimate features), then R class forget requests (output
-dampening, full before/after metrics over 70,000 images) filed in one transaction. Timed
-from that commit until the last request is completed; requests per minute and the ratio
-to one worker, all measured in this run.
+For each worker count: a fresh PostgreSQL database (migrated: our tables and procrastinate's;
+shipped base model as version 1, full MNIST), N worker processes (`python -m app.cli worker
+--queues heavy,light`) started and warmed up (data, model, cached penultimate features),
+then R class forget requests (output dampening, full before/after metrics over 70,000
+images) filed with their procrastinate jobs in one transaction. Timed from that commit
+until the last request is completed; requests per minute and the ratio to one worker, all
+measured in this run.
 
     UNLEARN_DATA_DIR=../shared/data .venv/bin/python benchmarks/throughput_workers.py
 
@@ -75,7 +77,7 @@ def run(workers: int, requests: int, admin_url: str, workdir: Path, threads: int
     })
     logs = [open(workdir / f"worker-{workers}-{n}.log", "w+b") for n in range(workers)]
     processes = [
-        subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--poll-interval", "0.1"],
+        subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "heavy,light"],
                          cwd=ROOT, env=env | {"UNLEARN_LOG_LEVEL": "info"}, stdout=log,
                          stderr=subprocess.STDOUT)
         for log in logs
@@ -88,7 +90,7 @@ def run(workers: int, requests: int, admin_url: str, workdir: Path, threads: int
                 raise RuntimeError("workers did not become ready; see " + str(workdir))
             time.sleep(0.1)
 
-        with ctx.db.session() as session:  # all R requests become visible at one instant
+        with ctx.db.session() as session:  # all R requests and jobs visible at one instant
             for n in range(requests):
                 body = ForgetRequestCreate(classes=[n % 10], method="output_dampening",
                                            params={"alpha": 0.5}, requested_by="benchmark",
@@ -108,7 +110,9 @@ def run(workers: int, requests: int, admin_url: str, workdir: Path, threads: int
                                             .group_by(ForgetRequest.status)).all())
             versions = session.scalar(select(func.count(func.distinct(ModelVersion.version)))
                                       .where(ModelVersion.forget_request_id.is_not(None)))
-            holders = session.scalar(select(func.count(func.distinct(ForgetRequest.worker_id))))
+            # worker_id is host:pid:attempt; the processes are the host:pid prefixes.
+            holders = len({worker_id.rsplit(":", 1)[0] for worker_id in
+                           session.scalars(select(ForgetRequest.worker_id))})
         assert statuses == {"completed": requests}, statuses
         assert versions == requests
     finally:
@@ -134,13 +138,15 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="unlearn-throughput-"))
+    load_at_start = os.getloadavg()[0]
     results = [run(int(k), args.requests, args.admin_url, workdir, args.threads)
                for k in args.workers.split(",")]
     baseline = results[0]["per_minute"]
     lines = [
-        f"Forget requests per minute on PostgreSQL (output dampening, full before/after "
+        f"Forget requests per minute on PostgreSQL + procrastinate (output dampening, full before/after "
         f"metrics over 70,000 images, features cached; {args.requests} requests per run, "
-        f"{args.threads} thread(s) per worker, {os.cpu_count()} CPU cores):",
+        f"{args.threads} thread(s) per worker, {os.cpu_count()} CPU cores, load average "
+        f"at start {load_at_start:.1f}):",
         "",
         "| workers | seconds | requests/min | ratio to 1 worker | workers that took requests |",
         "|---:|---:|---:|---:|---:|",

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         default=30.0, ge=0,
         description="On SIGTERM, how long a worker may finish its request before releasing it.",
     )
+    worker_alive_file: Path | None = Field(
+        default=None,
+        description="A worker touches this file every few seconds while its event loop "
+        "runs (container health checks read its age).",
+    )
     wait_poll_s: float = Field(
         default=0.05, gt=0, le=5,
         description="How often ?wait=true re-reads a request that another process runs.",
@@ -103,8 +108,8 @@ class Settings(BaseSettings):
     def _stall_needs_missed_heartbeats(self) -> "Settings":
         # A live worker must get at least two heartbeats in before it can look stalled.
         if self.stalled_after_s < 2 * self.heartbeat_s:
-            raise ValueError(f"stalled_after_s ({self.stalled_after_s}) must be at least twice "
-                             f"heartbeat_s ({self.heartbeat_s})")
+            raise ValueError(f"{ENV_PREFIX}STALLED_AFTER_S={self.stalled_after_s} must be at "
+                             f"least twice {ENV_PREFIX}HEARTBEAT_S={self.heartbeat_s}")
         return self
 
     @field_validator("device")
@@ -126,6 +131,9 @@ class Settings(BaseSettings):
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
+        if not item["loc"]:  # a rule across settings: its message names the variables
+            parts.append(item["msg"].removeprefix("Value error, "))
+            continue
         field = str(item["loc"][0]) if item["loc"] else "?"
         variable = ENV_PREFIX + field.upper()
         shown = os.environ.get(variable, item.get("input"))

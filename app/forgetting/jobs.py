@@ -159,9 +159,12 @@ class JobWorker:
 
     async def _sweep_stalled(self, app: procrastinate.App) -> None:
         interval = min(5.0, self.ctx.settings.stalled_after_s / 3)
+        alive = self.ctx.settings.worker_alive_file
         while True:
             try:
                 await retry_stalled_jobs(app, self.ctx, f"worker:{self.name}")
+                if alive is not None:  # the loop runs and the database answers
+                    alive.touch()
             except Exception:  # database briefly unreachable: try again next round
                 logger.exception("stalled-job check failed")
             await asyncio.sleep(interval)
