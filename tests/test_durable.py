@@ -262,6 +262,7 @@ def test_each_phase_is_stored_and_logged_with_the_request_id(make_durable_ctx, c
             phases.append((values["phase"], load(ctx, request_id).phase))
 
     monkeypatch.setattr(execution.ExecutionProgress, "_write", spy)
+    monkeypatch.setattr(execution, "PHASE_WRITE_S", 0.0)  # store every phase, however short
     with caplog.at_level(logging.INFO, logger="unlearn.worker"):
         assert execution.run_request(ctx, request_id, "worker-a") == execution.COMPLETED
     expected = ["metrics", "training epoch 1/2", "training epoch 2/2", "metrics", "publishing"]

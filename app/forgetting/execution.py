@@ -199,12 +199,21 @@ def _metrics_summary(metrics: dict) -> dict:
     return summary
 
 
+# Writes to the request row while it runs: a phase change at most every PHASE_WRITE_S, a
+# fraction at most every FRACTION_WRITE_S. A class request runs all its phases in well
+# under PHASE_WRITE_S and writes nothing between being taken and being published (each
+# write is a commit, and four of them would double its latency on a busy machine); a long
+# one shows each phase within PHASE_WRITE_S of its start.
+PHASE_WRITE_S = 0.5
+FRACTION_WRITE_S = 1.0
+
+
 class ExecutionProgress:
     """The progress callback handed to a method: the current phase and the fraction done
-    within it, written to the request row (a phase change at once, fractions at most once
-    a second). Every write is conditional on this execution still holding the request, so
-    each is also the checkpoint where a cancelled or taken-over execution stops; and
-    ``should_stop`` (worker shutdown) makes it release the request."""
+    within it, written to the request row (throttled, above). Every write is conditional on
+    this execution still holding the request, so each is also the checkpoint where a
+    cancelled or taken-over execution stops; and ``should_stop`` (worker shutdown) makes it
+    release the request. Each phase is logged once, with the request ID."""
 
     def __init__(self, ctx: ServiceContext, request_id: str, execution_id: str,
                  should_stop: Callable[[], bool] | None = None):
@@ -213,8 +222,9 @@ class ExecutionProgress:
         self.execution_id = execution_id
         self.should_stop = should_stop
         self.current: str | None = None
-        self.last_write = time.monotonic()
-        self.started = time.monotonic()
+        self.fraction = 0.0
+        self.phase_unwritten = False
+        self.started = self.last_write = time.monotonic()
 
     def checkpoint(self) -> None:
         if self.should_stop is not None and self.should_stop():
@@ -234,18 +244,26 @@ class ExecutionProgress:
             raise ExecutionLost(f"request {self.request_id} is no longer held by "
                                 f"{self.execution_id} (cancelled, or retried elsewhere)")
 
+    def _flush(self, interval: float) -> None:
+        if time.monotonic() - self.last_write < interval:
+            return
+        if self.phase_unwritten:
+            self.phase_unwritten = False
+            self._write(phase=self.current, progress=self.fraction)
+        else:
+            self._write(progress=self.fraction)
+
     def phase(self, name: str) -> None:
         self.checkpoint()
-        self.current = name
+        self.current, self.fraction, self.phase_unwritten = name, 0.0, True
         logger.info("request %s: phase %s (worker %s, %.0f ms in)", self.request_id, name,
                     self.execution_id, 1000 * (time.monotonic() - self.started))
-        self._write(phase=name, progress=0.0)
+        self._flush(PHASE_WRITE_S)
 
     def __call__(self, fraction: float) -> None:
         self.checkpoint()
-        if time.monotonic() - self.last_write < 1.0:
-            return
-        self._write(progress=max(0.0, min(1.0, float(fraction))))
+        self.fraction = max(0.0, min(1.0, float(fraction)))
+        self._flush(PHASE_WRITE_S if self.phase_unwritten else FRACTION_WRITE_S)
 
 
 def _test_only_delay(ctx: ServiceContext, progress: ExecutionProgress) -> None:
@@ -387,7 +405,7 @@ def _publish_once(ctx, request_id, worker_id, source, key, sha, backbone, before
             update(ForgetRequest)
             .where(ForgetRequest.id == request_id, ForgetRequest.worker_id == worker_id,
                    ForgetRequest.status == RequestStatus.running.value)
-            .values(status=RequestStatus.completed.value, progress=1.0,
+            .values(status=RequestStatus.completed.value, progress=1.0, phase="publishing",
                     finished_at=finished, heartbeat_at=finished, error=None)
         ).rowcount
         if held != 1:
