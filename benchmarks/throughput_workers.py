@@ -24,12 +24,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from _common import BASE_WEIGHTS, DATA_DIR, ROOT, write_result
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from _common import (
+    BASE_WEIGHTS,
+    DATA_DIR,
+    DEFAULT_POSTGRES_ADMIN_URL,
+    ROOT,
+    create_postgres_database,
+    drop_postgres_database,
+    write_result,
+)
+from sqlalchemy import func, select
 
 from app.core.config import load_settings
 from app.core.context import build_context
@@ -40,29 +46,8 @@ from app.forgetting.service import file_request
 from app.registry.models import ModelVersion
 from app.registry.registration import ensure_base_version
 
-DEFAULT_ADMIN_URL = os.environ.get("UNLEARN_TEST_POSTGRES_URL",
-                                   "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def create_database(admin_url: str) -> str:
-    name = f"unlearn_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(admin_url: str, url: str) -> None:
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" '
-                                f'WITH (FORCE)'))
-    engine.dispose()
-
-
 def run(workers: int, requests: int, admin_url: str, workdir: Path, threads: int) -> dict:
-    url = create_database(admin_url)
+    url = create_postgres_database(admin_url)
     settings = load_settings(database_url=url, artifact_dir=workdir / f"models-{workers}",
                              data_dir=DATA_DIR, cache_dir=ROOT / "var" / "cache",
                              base_model_path=BASE_WEIGHTS, embedded_worker=False)
@@ -123,7 +108,7 @@ def run(workers: int, requests: int, admin_url: str, workdir: Path, threads: int
         for log in logs:
             log.close()
         ctx.close()
-        drop_database(admin_url, url)
+        drop_postgres_database(url, admin_url)
     return {"workers": workers, "requests": requests, "seconds": elapsed,
             "per_minute": requests / elapsed * 60, "holders": holders}
 
@@ -134,7 +119,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,3")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch/OpenMP threads per worker process (OMP_NUM_THREADS)")
-    parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL)
+    parser.add_argument("--admin-url", default=DEFAULT_POSTGRES_ADMIN_URL)
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="unlearn-throughput-"))

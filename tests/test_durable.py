@@ -398,3 +398,26 @@ def test_stalled_job_is_retried_then_failed_after_max_attempts(pg_ctx):
         "forget_request.received", "forget_request.started", "forget_request.requeued",
         "forget_request.started", "forget_request.failed",
     ]
+
+
+def test_a_running_request_whose_job_ended_is_requeued_with_a_new_job(pg_ctx):
+    """A resumed stalled worker may close the job another worker runs; should that one die
+    too, the request must still run again."""
+    ctx = pg_ctx()
+    request_id = file(ctx)
+    first_job = load(ctx, request_id).job_id
+    assert execution.begin(ctx, request_id, "worker-a")
+    with ctx.db.session() as session:
+        session.execute(text("UPDATE procrastinate_jobs SET status = 'succeeded' "
+                             "WHERE id = :j"), {"j": first_job})
+    assert jobs.recover_orphaned_requests(ctx, "worker:sweeper") == 0  # attempt still alive
+    with ctx.db.session() as session:
+        session.execute(text("UPDATE forget_requests SET heartbeat_at = now() - "
+                             "interval '1 hour' WHERE id = :r"), {"r": request_id})
+    assert jobs.recover_orphaned_requests(ctx, "worker:sweeper") == 1
+    row = load(ctx, request_id)
+    assert (row.status, row.worker_id) == ("queued", None) and row.job_id != first_job
+    assert [(r.id, r.status) for r in job_rows(ctx)] == [(first_job, "succeeded"),
+                                                         (row.job_id, "todo")]
+    assert jobs.recover_orphaned_requests(ctx, "worker:sweeper") == 0
+    assert actions(ctx, request_id)[-1] == "forget_request.requeued"

@@ -10,6 +10,7 @@ version, the audit trail) stays in ``execution``: the job only says "run request
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import threading
@@ -23,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from app.core.context import ServiceContext
+from app.db.base import utcnow
 from app.forgetting import execution
 from app.forgetting.models import ForgetRequest, RequestStatus
 from app.unlearning.base import HEAVY_QUEUE, LIGHT_QUEUE
@@ -93,12 +95,39 @@ def recover_stalled_job(ctx: ServiceContext, job_id: int, stalled_worker: int | 
         return outcome
 
 
+def recover_orphaned_requests(ctx: ServiceContext, actor: str) -> int:
+    """Requests 'running' whose job has ended (neither 'todo' nor 'doing'). Only an anomaly
+    leaves one: a stalled worker that resumes reports its abandoned attempt to procrastinate,
+    which may close the job another worker is running, and that worker then dies too.
+    Nothing would ever run such a request again: once its attempt has written nothing for
+    UNLEARN_STALLED_AFTER_S, requeue it with a fresh job."""
+    with ctx.db.session() as session:
+        orphans = list(session.scalars(
+            select(ForgetRequest)
+            .where(ForgetRequest.status == RequestStatus.running.value,
+                   # and no sign of life from its attempt for as long as a stall takes
+                   ForgetRequest.heartbeat_at < utcnow() - dt.timedelta(
+                       seconds=ctx.settings.stalled_after_s),
+                   text("EXISTS (SELECT 1 FROM procrastinate_jobs AS job "
+                        "WHERE job.id = forget_requests.job_id "
+                        "AND job.status NOT IN ('todo', 'doing'))"))
+            .with_for_update(skip_locked=True)))
+        for request in orphans:
+            ended = request.job_id
+            if execution.requeue_or_fail(
+                    session, ctx, request, actor,
+                    f"its job {ended} ended while it was running") == "requeued":
+                defer_in_transaction(session, request)
+        return len(orphans)
+
+
 async def retry_stalled_jobs(app: procrastinate.App, ctx: ServiceContext, actor: str) -> int:
     """procrastinate's stalled-job detection (workers whose heartbeat is older than
-    UNLEARN_STALLED_AFTER_S), then our recovery for each job found."""
+    UNLEARN_STALLED_AFTER_S), then our recovery for each job found; and requests whose
+    job ended under them."""
     stalled = await app.job_manager.get_stalled_jobs(
         task_name=TASK_NAME, seconds_since_heartbeat=ctx.settings.stalled_after_s)
-    done = 0
+    done = await asyncio.to_thread(recover_orphaned_requests, ctx, actor)
     for job in stalled:
         request_id = job.task_kwargs.get("request_id")
         outcome = await asyncio.to_thread(recover_stalled_job, ctx, job.id, job.worker_id,
@@ -203,10 +232,10 @@ class JobWorker:
     def stop(self, grace_s: float | None = None, timeout: float = 30.0) -> None:
         """Stop fetching; the request in hand may finish within ``grace_s`` (default
         UNLEARN_SHUTDOWN_GRACE_S), then it is released at its next checkpoint."""
+        grace = self.ctx.settings.shutdown_grace_s if grace_s is None else grace_s
         self.ready.wait(timeout)
         if self._worker is not None:
-            grace = self.ctx.settings.shutdown_grace_s if grace_s is None else grace_s
             self._worker.shutdown_graceful_timeout = grace
             self._worker.stop()
         if self._thread is not None:
-            self._thread.join((grace_s or 0) + timeout)
+            self._thread.join(grace + timeout)
