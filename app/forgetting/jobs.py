@@ -224,9 +224,11 @@ class JobWorker:
 
     def start(self) -> None:
         """Run on a daemon thread with its own event loop (embedded in the API)."""
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self.run(install_signal_handlers=False)),
-            name="unlearn-job-worker", daemon=True)
+        def main() -> None:
+            execution.warm_up(self.ctx)  # as `unlearn worker` does before its first request
+            asyncio.run(self.run(install_signal_handlers=False))
+
+        self._thread = threading.Thread(target=main, name="unlearn-job-worker", daemon=True)
         self._thread.start()
 
     def stop(self, grace_s: float | None = None, timeout: float = 30.0) -> None:
