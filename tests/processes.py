@@ -98,7 +98,7 @@ class ApiProcess(ServiceProcess):
         super().__init__(["serve", "--host", "127.0.0.1", "--port", str(self.port)],
                          service_env(settings, **overrides), log_path)
 
-    def wait_ready(self, timeout: float = 90) -> None:
+    def wait_ready(self, timeout: float = 240) -> None:  # torch imports on a busy machine
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
