@@ -271,7 +271,7 @@ class tqdm_progress:
         self.bar = tqdm(total=1000, desc=description)
 
     def __enter__(self):
-        def update(fraction: float) -> None:
+        def update(fraction: float) -> None:  # fractions of the whole run
             self.bar.n = int(1000 * fraction)
             self.bar.refresh()
         return update
@@ -282,41 +282,44 @@ class tqdm_progress:
 
 @cli.command()
 def worker(
-    poll_interval: Annotated[float, typer.Option(min=0.05)] = 1.0,
+    queues: Annotated[str, typer.Option(
+        help="Comma-separated job queues to take requests from: 'heavy' (methods that pass "
+             "over the data: ssd, fisher, finetune, retrain, sisa), 'light' (output "
+             "dampening), or both.")] = "heavy,light",
 ) -> None:
-    """Run a worker that executes queued forget requests until interrupted.
+    """Run a procrastinate worker that executes forget requests until interrupted
+    (PostgreSQL; with SQLite the API's in-process executor runs them).
 
-    SIGTERM or Ctrl-C: stop claiming, let the request in hand finish for up to
-    UNLEARN_SHUTDOWN_GRACE_S, then release it to the queue; a second signal releases it at
-    once. Any number of workers may run against one database."""
-    import signal
+    SIGTERM or Ctrl-C: stop taking requests, let the request in hand finish for up to
+    UNLEARN_SHUTDOWN_GRACE_S, then release it to the queue. A worker that dies or stalls
+    stops heartbeating; after UNLEARN_STALLED_AFTER_S another worker retries its request.
+    Any number of workers may run against one database."""
+    import asyncio
 
     from app.core.context import build_context
-    from app.forgetting.worker import Notifier, Worker
+    from app.forgetting.execution import warm_up
+    from app.forgetting.jobs import QUEUES, JobWorker
 
     from app.observability.lifecycle import start_operations
 
+    chosen = [name.strip() for name in queues.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(QUEUES))
+    if not chosen or unknown:
+        raise typer.BadParameter(f"queues must be among {', '.join(QUEUES)}; got {queues!r}",
+                                 param_hint="--queues")
     settings = _settings()
+    _configure_logging(settings.log_level, settings.log_format)
+    if not settings.uses_job_engine:
+        _fail("unlearn worker needs PostgreSQL (UNLEARN_DATABASE_URL=postgresql+psycopg://...); "
+              "with SQLite the API process runs forget requests itself", code=2)
     ctx = build_context(settings)
-    # Logs, the webhook deliverer, and this process's metrics on its own port (the
-    # database's figures are the API's to report).
-    operations = start_operations(ctx, with_database_metrics=False,
+    # The webhook deliverer, and this process's metrics on its own port (the database's
+    # figures are the API's to report).
+    operations = start_operations(ctx, configure_logs=False, with_database_metrics=False,
                                   metrics_port=settings.worker_metrics_port)
-    loop = Worker(ctx, Notifier(), poll_interval=poll_interval)
-    signals = {"count": 0}
-
-    def on_signal(signum, _frame) -> None:
-        signals["count"] += 1
-        logging.getLogger("unlearn.worker").info(
-            "signal %s: %s", signum,
-            "stopping after the current request" if signals["count"] == 1
-            else "releasing the current request")
-        loop.request_stop(grace_s=None if signals["count"] == 1 else 0)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
-        loop.run_forever()  # warms up (data, model, features), logs 'ready', polls
+        warm_up(ctx)  # data, production model and features before the first request
+        asyncio.run(JobWorker(ctx, queues=chosen).run())  # logs 'ready', runs until signalled
     finally:
         operations.stop()
         ctx.close()

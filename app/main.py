@@ -20,7 +20,7 @@ from app.core.config import get_settings
 from app.core.context import ServiceContext, build_context
 from app.datasets.routes import router as datasets_router
 from app.forgetting.routes import router as forgetting_router
-from app.forgetting.worker import Notifier, Worker
+from app.forgetting.worker import InProcessExecutor, Notifier
 from app.health.routes import router as health_router
 from app.observability.http import install_observability
 from app.observability.lifecycle import start_operations
@@ -36,6 +36,20 @@ before/after metrics, and every step lands in the audit log.
 """
 
 
+def start_embedded_worker(ctx: ServiceContext, filed: Notifier, finished: Notifier):
+    """SQLite: the in-process executor (it requeues what a previous run left 'running').
+    PostgreSQL: a procrastinate worker for all queues on a thread of this process."""
+    if ctx.settings.uses_job_engine:
+        from app.forgetting.jobs import JobWorker
+
+        worker = JobWorker(ctx, on_finished=finished.notify)
+    else:
+        worker = InProcessExecutor(ctx, filed, poll_interval=1.0)
+        worker.done = finished
+    worker.start()
+    return worker
+
+
 def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -46,15 +60,10 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         # Logging is configured for the served app only; tests pass their own context.
         operations = start_operations(context, configure_logs=ctx is None)
         run_worker = context.settings.embedded_worker if start_worker is None else start_worker
+        app.state.worker_done = Notifier()
         worker = None
         if run_worker:
-            # Requests left 'running' by a process that died are requeued by the worker
-            # once their lease expires (UNLEARN_LEASE_S), as with any vanished worker.
-            worker = Worker(context, app.state.notifier, poll_interval=1.0)
-            app.state.worker_done = worker.done
-            worker.start()
-        else:
-            app.state.worker_done = Notifier()
+            worker = start_embedded_worker(context, app.state.notifier, app.state.worker_done)
         app.state.worker = worker
         try:
             yield

@@ -25,16 +25,73 @@ BASE_WEIGHTS = ROOT / "models" / "base" / "mnist-cnn-base.safetensors"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def fresh_context(workdir: Path | None = None) -> ServiceContext:
-    """A migrated SQLite database with the shipped base model as version 1. The feature
-    cache is the project's usual ./var/cache, so repeated runs reuse computed features."""
+DEFAULT_POSTGRES_ADMIN_URL = os.environ.get(
+    "UNLEARN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def create_postgres_database(admin_url: str = DEFAULT_POSTGRES_ADMIN_URL) -> str:
+    """A fresh, empty PostgreSQL database (admin_url must be allowed to CREATE DATABASE)."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"unlearn_bench_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(url: str, admin_url: str = DEFAULT_POSTGRES_ADMIN_URL) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" '
+                                f'WITH (FORCE)'))
+    engine.dispose()
+
+
+def worker_process(ctx: ServiceContext, queues: str, log_path: Path, threads: int = 1):
+    """`unlearn worker --queues ...` on the context's (PostgreSQL) database and store;
+    returns the process once its log says it is ready (data, model, features loaded)."""
+    import subprocess
+
+    settings = ctx.settings
+    env = {key: value for key, value in os.environ.items() if not key.startswith("UNLEARN_")}
+    env.update({
+        "UNLEARN_DATABASE_URL": settings.database_url,
+        "UNLEARN_ARTIFACT_DIR": str(settings.artifact_dir),
+        "UNLEARN_DATA_DIR": str(settings.data_dir), "UNLEARN_CACHE_DIR": str(settings.cache_dir),
+        "UNLEARN_LOG_LEVEL": "info", "OMP_NUM_THREADS": str(threads),
+    })
+    log = open(log_path, "w+b")
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", queues],
+                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while b" ready" not in log_path.read_bytes():
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"worker did not become ready; see {log_path}")
+        time.sleep(0.1)
+    return process
+
+
+def fresh_context(workdir: Path | None = None, database_url: str | None = None,
+                  **overrides) -> ServiceContext:
+    """A migrated database (SQLite in the workdir unless ``database_url``) with the shipped
+    base model as version 1. The feature cache is the project's usual ./var/cache, so
+    repeated runs reuse computed features."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="unlearn-bench-"))
     settings = load_settings(
-        database_url=f"sqlite:///{workdir / 'bench.db'}",
+        database_url=database_url or f"sqlite:///{workdir / 'bench.db'}",
         artifact_dir=workdir / "models",
         data_dir=DATA_DIR,
         cache_dir=ROOT / "var" / "cache",
         signing_key_path=workdir / "signing-key.pem",
+        **overrides,
     )
     upgrade(settings.database_url)
     ctx = build_context(settings)
@@ -73,14 +130,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(ctx: ServiceContext):
-    """Run the app under uvicorn on 127.0.0.1 in a thread; yields the base URL."""
+def serve(ctx: ServiceContext, start_worker: bool | None = None):
+    """Run the app under uvicorn on 127.0.0.1 in a thread; yields the base URL.
+    ``start_worker=False``: no embedded worker (a worker process runs the requests)."""
     import uvicorn
 
     from app.main import create_app
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(ctx, start_worker), host="127.0.0.1", port=port,
                                            log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

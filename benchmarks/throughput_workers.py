@@ -1,11 +1,13 @@
-"""Forget-request throughput with 1, 2 and 3 worker processes on PostgreSQL.
+"""Forget-request throughput with 1, 2 and 3 worker processes on the job engine
+(PostgreSQL + procrastinate).
 
-For each worker count: a fresh PostgreSQL database (migrated, shipped base model as version
-1, full MNIST), N worker processes (`python -m app.cli worker`) started and warmed up
-(data, model, cached penultimate features), then R class forget requests (output
-dampening, full before/after metrics over 70,000 images) filed in one transaction. Timed
-from that commit until the last request is completed; requests per minute and the ratio
-to one worker, all measured in this run.
+For each worker count: a fresh PostgreSQL database (migrated: our tables and procrastinate's;
+shipped base model as version 1, full MNIST), N worker processes (`python -m app.cli worker
+--queues heavy,light`) started and warmed up (data, model, cached penultimate features),
+then R class forget requests (output dampening, full before/after metrics over 70,000
+images) filed with their procrastinate jobs in one transaction. Timed from that commit
+until the last request is completed; requests per minute and the ratio to one worker, all
+measured in this run.
 
     UNLEARN_DATA_DIR=../shared/data .venv/bin/python benchmarks/throughput_workers.py
 
@@ -22,12 +24,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from _common import BASE_WEIGHTS, DATA_DIR, ROOT, write_result
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from _common import (
+    BASE_WEIGHTS,
+    DATA_DIR,
+    DEFAULT_POSTGRES_ADMIN_URL,
+    ROOT,
+    create_postgres_database,
+    drop_postgres_database,
+    write_result,
+)
+from sqlalchemy import func, select
 
 from app.core.config import load_settings
 from app.core.context import build_context
@@ -38,29 +46,8 @@ from app.forgetting.service import file_request
 from app.registry.models import ModelVersion
 from app.registry.registration import ensure_base_version
 
-DEFAULT_ADMIN_URL = os.environ.get("UNLEARN_TEST_POSTGRES_URL",
-                                   "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def create_database(admin_url: str) -> str:
-    name = f"unlearn_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(admin_url: str, url: str) -> None:
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" '
-                                f'WITH (FORCE)'))
-    engine.dispose()
-
-
 def run(workers: int, requests: int, admin_url: str, workdir: Path, threads: int) -> dict:
-    url = create_database(admin_url)
+    url = create_postgres_database(admin_url)
     settings = load_settings(database_url=url, artifact_dir=workdir / f"models-{workers}",
                              data_dir=DATA_DIR, cache_dir=ROOT / "var" / "cache",
                              base_model_path=BASE_WEIGHTS, embedded_worker=False)
@@ -75,7 +62,7 @@ def run(workers: int, requests: int, admin_url: str, workdir: Path, threads: int
     })
     logs = [open(workdir / f"worker-{workers}-{n}.log", "w+b") for n in range(workers)]
     processes = [
-        subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--poll-interval", "0.1"],
+        subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--queues", "heavy,light"],
                          cwd=ROOT, env=env | {"UNLEARN_LOG_LEVEL": "info"}, stdout=log,
                          stderr=subprocess.STDOUT)
         for log in logs
@@ -88,7 +75,7 @@ def run(workers: int, requests: int, admin_url: str, workdir: Path, threads: int
                 raise RuntimeError("workers did not become ready; see " + str(workdir))
             time.sleep(0.1)
 
-        with ctx.db.session() as session:  # all R requests become visible at one instant
+        with ctx.db.session() as session:  # all R requests and jobs visible at one instant
             for n in range(requests):
                 body = ForgetRequestCreate(classes=[n % 10], method="output_dampening",
                                            params={"alpha": 0.5}, requested_by="benchmark",
@@ -109,7 +96,9 @@ def run(workers: int, requests: int, admin_url: str, workdir: Path, threads: int
                                             .group_by(ForgetRequest.status)).all())
             versions = session.scalar(select(func.count(func.distinct(ModelVersion.version)))
                                       .where(ModelVersion.forget_request_id.is_not(None)))
-            holders = session.scalar(select(func.count(func.distinct(ForgetRequest.worker_id))))
+            # worker_id is host:pid:attempt; the processes are the host:pid prefixes.
+            holders = len({worker_id.rsplit(":", 1)[0] for worker_id in
+                           session.scalars(select(ForgetRequest.worker_id))})
         assert statuses == {"completed": requests}, statuses
         assert versions == requests
     finally:
@@ -120,7 +109,7 @@ def run(workers: int, requests: int, admin_url: str, workdir: Path, threads: int
         for log in logs:
             log.close()
         ctx.close()
-        drop_database(admin_url, url)
+        drop_postgres_database(url, admin_url)
     return {"workers": workers, "requests": requests, "seconds": elapsed,
             "per_minute": requests / elapsed * 60, "holders": holders}
 
@@ -131,17 +120,19 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,3")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch/OpenMP threads per worker process (OMP_NUM_THREADS)")
-    parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL)
+    parser.add_argument("--admin-url", default=DEFAULT_POSTGRES_ADMIN_URL)
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="unlearn-throughput-"))
+    load_at_start = os.getloadavg()[0]
     results = [run(int(k), args.requests, args.admin_url, workdir, args.threads)
                for k in args.workers.split(",")]
     baseline = results[0]["per_minute"]
     lines = [
-        f"Forget requests per minute on PostgreSQL (output dampening, full before/after "
+        f"Forget requests per minute on PostgreSQL + procrastinate (output dampening, full before/after "
         f"metrics over 70,000 images, features cached; {args.requests} requests per run, "
-        f"{args.threads} thread(s) per worker, {os.cpu_count()} CPU cores):",
+        f"{args.threads} thread(s) per worker, {os.cpu_count()} CPU cores, load average "
+        f"at start {load_at_start:.1f}):",
         "",
         "| workers | seconds | requests/min | ratio to 1 worker | workers that took requests |",
         "|---:|---:|---:|---:|---:|",

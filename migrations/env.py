@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy import pool
 
 from app.db.all_models import metadata
+from app.db.migrations import is_ours
 from app.db.session import make_engine
 
 config = context.config
@@ -37,7 +38,8 @@ def run_migrations_online() -> None:
     engine = make_engine(database_url(), poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=metadata,
-                          render_as_batch=connection.dialect.name == "sqlite")
+                          render_as_batch=connection.dialect.name == "sqlite",
+                          include_name=is_ours)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

@@ -56,8 +56,15 @@ class ServiceProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def stop(self) -> None:
+        """SIGSTOP: the process freezes (no heartbeats, no progress) until ``resume``."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
-        """kill -9: no cleanup, no lease release, exactly like a crashed machine."""
+        """kill -9: no cleanup, no release, exactly like a crashed machine."""
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
 
@@ -71,13 +78,16 @@ class ServiceProcess:
 
     def close(self) -> None:
         if self.process.poll() is None:
+            self.resume()  # a stopped process cannot act on SIGKILL's exit until resumed
             self.process.kill()
             self.process.wait(10)
         self._log.close()
 
 
-def start_worker(settings, log_path: Path, **overrides) -> ServiceProcess:
-    return ServiceProcess(["worker", "--poll-interval", "0.2"], service_env(settings, **overrides),
+def start_worker(settings, log_path: Path, queues: str = "heavy,light",
+                 **overrides) -> ServiceProcess:
+    """`unlearn worker`: a procrastinate worker (PostgreSQL)."""
+    return ServiceProcess(["worker", "--queues", queues], service_env(settings, **overrides),
                           log_path)
 
 
@@ -88,7 +98,7 @@ class ApiProcess(ServiceProcess):
         super().__init__(["serve", "--host", "127.0.0.1", "--port", str(self.port)],
                          service_env(settings, **overrides), log_path)
 
-    def wait_ready(self, timeout: float = 90) -> None:
+    def wait_ready(self, timeout: float = 240) -> None:  # torch imports on a busy machine
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

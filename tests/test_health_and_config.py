@@ -7,7 +7,7 @@ from sqlalchemy import create_engine
 
 from app.core.config import ConfigError, load_settings
 from app.db.all_models import metadata
-from app.db.migrations import migration_status, upgrade
+from app.db.migrations import is_ours, migration_status, upgrade
 
 
 def test_health_and_readiness(client):
@@ -38,7 +38,8 @@ def test_migrations_build_the_schema_the_models_describe(database_url):
     current, head = migration_status(engine)
     assert current == head is not None
     with engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+        differences = compare_metadata(
+            MigrationContext.configure(connection, opts={"include_name": is_ours}), metadata)
     engine.dispose()
     assert differences == []
 

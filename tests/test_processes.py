@@ -1,6 +1,8 @@
 """Fault and concurrency tests with real processes.
 
 - kill -9 a worker mid-request: another worker completes the request, exactly once;
+- SIGSTOP a worker mid-request past the stall limit: another worker retries and completes
+  the request; the stalled one, resumed, publishes nothing;
 - kill -9 the API process (embedded worker) mid-request, restart it: the request completes;
 - three workers and two API processes on PostgreSQL: thirty concurrent requests, thirty
   completions, thirty distinct versions, a complete audit trail.
@@ -27,7 +29,9 @@ from tests.conftest import _drop_postgres_database, _postgres_database, api_key,
     make_ctx, make_settings
 from tests.processes import ApiProcess, start_worker, wait_for
 
-LEASE_S = 1.5  # short, so that recovery after a kill takes seconds
+# Short, so that recovery after a kill or a stall takes seconds: procrastinate workers
+# heartbeat every 0.3 s, and one silent for 1.5 s is stalled.
+FAST_RECOVERY = {"heartbeat_s": 0.3, "stalled_after_s": 1.5}
 
 
 @pytest.fixture
@@ -83,7 +87,7 @@ def test_killed_worker_request_completes_exactly_once_on_another(
     request, _ = submit_request(ctx.db, ctx.model_name, ForgetRequestCreate(**forget_body()),
                                 "test", ctx.settings.max_sample_ids,
                                 data=ctx.model_data(ctx.model_name))
-    first = start_worker(ctx.settings, tmp_path / "worker-1.log", lease_s=LEASE_S,
+    first = start_worker(ctx.settings, tmp_path / "worker-1.log", **FAST_RECOVERY,
                          test_execution_delay_s=60)
     second = None
     try:
@@ -91,7 +95,7 @@ def test_killed_worker_request_completes_exactly_once_on_another(
                           "the first worker to be mid-request")
         # The second worker starts (and warms up) while the first is busy, then the first
         # dies without a word.
-        second = start_worker(ctx.settings, tmp_path / "worker-2.log", lease_s=LEASE_S,
+        second = start_worker(ctx.settings, tmp_path / "worker-2.log", **FAST_RECOVERY,
                               test_execution_delay_s=0.5)
         first.kill()
         done = wait_for(lambda: (row := load(ctx, request.id)).status in ("completed", "failed")
@@ -117,12 +121,55 @@ def test_killed_worker_request_completes_exactly_once_on_another(
 
 
 @pytest.mark.slow
+def test_stalled_worker_request_is_retried_and_the_resumed_one_publishes_nothing(
+        tmp_path, postgres_url, feature_cache_dir, small_data, trained_state):
+    ctx = prepared(tmp_path, postgres_url, feature_cache_dir, small_data, trained_state)
+    request, _ = submit_request(ctx.db, ctx.model_name, ForgetRequestCreate(**forget_body()),
+                                "test", ctx.settings.max_sample_ids,
+                                data=ctx.model_data(ctx.model_name))
+    stalled = start_worker(ctx.settings, tmp_path / "worker-stalled.log", **FAST_RECOVERY,
+                           test_execution_delay_s=10)
+    other = None
+    try:
+        victim = wait_for(lambda: running_with_progress(ctx, request.id), 120,
+                          "the first worker to be mid-request")
+        stalled.stop()  # SIGSTOP: no heartbeat, no progress, no exit
+        other = start_worker(ctx.settings, tmp_path / "worker-other.log", **FAST_RECOVERY,
+                             test_execution_delay_s=0.5)
+        done = wait_for(lambda: (row := load(ctx, request.id)).status in ("completed", "failed")
+                        and row, 120, "the request to finish on the other worker")
+        assert done.status == "completed", done.error
+        assert done.attempts == 2 and done.worker_id != victim.worker_id
+
+        stalled.resume()  # it carries on from where it froze ...
+        wait_for(lambda: "publishes nothing" in stalled.log(), 60,
+                 "the resumed worker to give up its attempt")
+        assert other.terminate() == 0
+    finally:
+        stalled.close()
+        if other is not None:
+            other.close()
+
+    assert f"request {request.id} is no longer held by {victim.worker_id}" in stalled.log()
+    trail = audit_actions(ctx, request.id)
+    assert [action for action, _ in trail] == [
+        "forget_request.received", "forget_request.started", "forget_request.requeued",
+        "forget_request.started", "forget_request.completed",
+    ]
+    assert trail[1][1] == f"worker:{victim.worker_id}"
+    versions = assert_no_orphans_or_partial_files(ctx)  # ... and publishes nothing
+    assert [v.forget_request_id for v in versions] == [None, request.id]
+    final = load(ctx, request.id)
+    assert (final.worker_id, final.result_version) == (done.worker_id, 2)
+    ctx.close()
+
+
+@pytest.mark.slow
 def test_killed_api_with_embedded_worker_completes_after_restart(
         tmp_path, sqlite_url, feature_cache_dir, small_data, trained_state):
     ctx = prepared(tmp_path, sqlite_url, feature_cache_dir, small_data, trained_state)
     auth = {"Authorization": f"Bearer {api_key(ctx)}"}  # issue 5: calls carry a key
-    api = ApiProcess(ctx.settings, tmp_path / "api-1.log", lease_s=LEASE_S,
-                     test_execution_delay_s=60)
+    api = ApiProcess(ctx.settings, tmp_path / "api-1.log", test_execution_delay_s=60)
     restarted = None
     try:
         api.wait_ready()
@@ -133,8 +180,10 @@ def test_killed_api_with_embedded_worker_completes_after_restart(
         wait_for(lambda: running_with_progress(ctx, request_id), 60, "the embedded worker")
         api.kill()
 
+        # No lease to wait out: the only process that runs requests on SQLite requeues, on
+        # start, what it finds running.
         restarted = ApiProcess(ctx.settings, tmp_path / "api-2.log", port=api.port,
-                               lease_s=LEASE_S, test_execution_delay_s=0.5)
+                               test_execution_delay_s=0.5)
         restarted.wait_ready()
 
         def finished():

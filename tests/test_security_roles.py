@@ -35,6 +35,7 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/models/{version}/promote"): {"admin"},
     ("POST", "/predict"): {"admin", "client"},
     ("POST", "/forget-requests"): {"admin", "privacy_officer"},
+    ("POST", "/forget-requests/{request_id}/cancel"): {"admin", "privacy_officer"},
     ("GET", "/forget-requests"): {"admin", "privacy_officer", "auditor"},
     ("GET", "/forget-requests/{request_id}"): {"admin", "privacy_officer", "auditor"},
     ("GET", "/forget-requests/{request_id}/certificate"): {"admin", "privacy_officer",

@@ -27,10 +27,11 @@ class AuditAction(str, enum.Enum):
     forget_request_started = "forget_request.started"
     forget_request_completed = "forget_request.completed"
     forget_request_failed = "forget_request.failed"
-    # Durable execution: a vanished worker's request back in the queue (lease expired),
-    # and a request handed back by a worker shutting down.
+    # Durable execution: a vanished or stalled worker's request back in the queue, a
+    # request handed back by a worker shutting down, and one cancelled by a person.
     forget_request_requeued = "forget_request.requeued"
     forget_request_released = "forget_request.released"
+    forget_request_cancelled = "forget_request.cancelled"
     key_created = "api_key.created"
     key_revoked = "api_key.revoked"
     artifact_integrity_failed = "artifact.integrity_failed"

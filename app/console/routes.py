@@ -45,7 +45,7 @@ from app.console.sweep import DEFAULT_ALPHAS, alpha_sweep, parse_alphas
 from app.core.context import ServiceContext
 from app.core.errors import InvalidInputError, NotFoundError, ServiceError
 from app.forgetting import service as forgetting_service
-from app.forgetting.models import ForgetRequest, RequestStatus
+from app.forgetting.models import FINAL_STATUSES, ForgetRequest, RequestStatus
 from app.forgetting.schemas import ForgetRequestCreate
 from app.prediction import service as prediction_service
 from app.registry import service as registry_service
@@ -55,7 +55,7 @@ logger = logging.getLogger("unlearn.console")
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-FINISHED = {RequestStatus.completed.value, RequestStatus.failed.value}
+FINISHED = FINAL_STATUSES
 PAGE_SIZE = 25
 PNG = "image/png"
 
@@ -369,7 +369,7 @@ async def file_request(request: Request) -> Response:
         created = await run_in_threadpool(_file, request, body, _actor(session))
     except ServiceError as error:
         return _form_page(request, values, error.message, error.field, error.status_code)
-    request.app.state.notifier.notify()  # wake the embedded worker now
+    request.app.state.notifier.notify()  # wake the in-process executor now
     return RedirectResponse(f"/console/forget-requests/{created.id}", status_code=303)
 
 
@@ -481,7 +481,8 @@ def request_status(request: Request, request_id: str) -> JSONResponse:
     ctx = _ctx(request)
     with ctx.db.session() as session:
         row = forgetting_service.get_request(session, request_id[:64])
-    return JSONResponse({"status": row.status, "progress": row.progress, "error": row.error,
+    return JSONResponse({"status": row.status, "phase": row.phase,
+                         "progress": row.progress, "error": row.error,
                          "result_version": row.result_version,
                          "finished": row.status in FINISHED})
 

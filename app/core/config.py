@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "UNLEARN_"
@@ -70,20 +70,32 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         default=None, description="S3-compatible endpoint (MinIO, Ceph...); default AWS."
     )
-    lease_s: float = Field(
-        default=30.0, gt=0, le=3600,
-        description="How long a worker's claim on a request lasts without a heartbeat.",
+    # The job engine. SQLite: one in-process executor (no leases). PostgreSQL: procrastinate
+    # workers, whose heartbeats tell a live worker from a stalled or vanished one.
+    heartbeat_s: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="How often a procrastinate worker records that it is alive.",
     )
-    heartbeat_s: float | None = Field(
-        default=None, gt=0, description="Lease renewal interval; default lease_s / 3."
+    stalled_after_s: float = Field(
+        default=30.0, gt=0, le=86400,
+        description="A worker silent this long is stalled: its request is retried elsewhere.",
     )
     max_attempts: int = Field(
         default=3, ge=1, le=100,
-        description="Attempts (claims) before a request whose worker keeps vanishing fails.",
+        description="Attempts before a request whose worker keeps vanishing fails.",
     )
     shutdown_grace_s: float = Field(
         default=30.0, ge=0,
         description="On SIGTERM, how long a worker may finish its request before releasing it.",
+    )
+    worker_alive_file: Path | None = Field(
+        default=None,
+        description="A worker touches this file every few seconds while its event loop "
+        "runs (container health checks read its age).",
+    )
+    wait_poll_s: float = Field(
+        default=0.05, gt=0, le=5,
+        description="How often ?wait=true re-reads a request that another process runs.",
     )
     data_subset: str | None = Field(
         default=None, pattern=r"^\d+,\d+(,\d+)?$",
@@ -130,13 +142,22 @@ class Settings(BaseSettings):
     webhook_deliverer: bool = Field(
         default=True, description="Run the webhook deliverer thread in this process.")
 
-    # Test-only: makes every execution take this long (in steps that heartbeat and report
-    # progress), so fault tests can kill a process mid-request. Never set in production.
+    # Test-only: makes every execution take this long (in steps that report progress and
+    # check for cancellation), so fault tests can kill a process mid-request. Never set in production.
     test_execution_delay_s: float = Field(default=0.0, ge=0, le=3600)
 
     @property
-    def heartbeat_interval_s(self) -> float:
-        return self.heartbeat_s if self.heartbeat_s is not None else self.lease_s / 3
+    def uses_job_engine(self) -> bool:
+        """PostgreSQL runs requests on procrastinate; SQLite on the in-process executor."""
+        return self.database_url.startswith("postgresql")
+
+    @model_validator(mode="after")
+    def _stall_needs_missed_heartbeats(self) -> "Settings":
+        # A live worker must get at least two heartbeats in before it can look stalled.
+        if self.stalled_after_s < 2 * self.heartbeat_s:
+            raise ValueError(f"{ENV_PREFIX}STALLED_AFTER_S={self.stalled_after_s} must be at "
+                             f"least twice {ENV_PREFIX}HEARTBEAT_S={self.heartbeat_s}")
+        return self
 
     @field_validator("device")
     @classmethod
@@ -186,6 +207,9 @@ def allowed_host_list(value: str) -> tuple[str, ...]:
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
+        if not item["loc"]:  # a rule across settings: its message names the variables
+            parts.append(item["msg"].removeprefix("Value error, "))
+            continue
         field = str(item["loc"][0]) if item["loc"] else "?"
         variable = ENV_PREFIX + field.upper()
         shown = os.environ.get(variable, item.get("input"))

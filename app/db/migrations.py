@@ -20,6 +20,13 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
+def is_ours(name: str | None, type_: str, parent_names: dict) -> bool:
+    """Autogenerate's filter: procrastinate's tables (created by migration 0007 from the
+    SQL procrastinate ships) are not described by our models."""
+    table = name if type_ == "table" else parent_names.get("table_name")
+    return not (table or "").startswith("procrastinate_")
+
+
 def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 

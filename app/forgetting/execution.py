@@ -1,29 +1,33 @@
-"""Carrying out a forget request: claim it, run the method, measure, publish.
+"""Carrying out a forget request: take it, run the method phase by phase, measure, publish.
 
-The same functions serve the embedded worker thread and a separate worker process.
+The same functions serve both engines: the in-process executor (SQLite) and procrastinate
+jobs (PostgreSQL). The engine only decides *when* a request runs; the request row decides
+*whether* this execution may touch it. Taking a request is a conditional UPDATE (still
+'queued') that stamps a fresh execution ID into ``worker_id``; every later write (progress,
+failure, completion) is conditional on that ID and status 'running'. So an execution that
+was cancelled, or whose request was retried elsewhere after its worker stalled, finds
+zero rows at its next checkpoint and stops, and can never publish: a request yields at
+most one version.
+
 Publication is one transaction: the artifact is already durable under a unique name, and
 the version row, the request's completion and the audit entry commit together. On any
 failure the request is marked failed with the reason, and the artifact is removed.
-
-Durability: the forget-request rows are the queue. A claim gives the worker a lease
-(``lease_expires_at``) that a heartbeat thread renews while the request runs. A worker that
-vanishes stops renewing; once its lease has expired any worker puts the request back in the
-queue (``recover_expired``), or fails it after ``max_attempts`` claims. Every state change
-is conditional on the row still being held by the worker that makes it, so a worker that
-lost its lease can never publish: a request yields at most one version.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import logging
-import threading
+import os
+import socket
 import time
 import traceback
+import uuid
+from collections.abc import Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from app.audit.service import AuditAction, record
 from app.core.context import ServiceContext
@@ -39,179 +43,135 @@ from app.unlearning.catalog import get_method
 
 logger = logging.getLogger("unlearn.worker")
 
-
-def _lease_until(ctx: ServiceContext, now: dt.datetime) -> dt.datetime:
-    return now + dt.timedelta(seconds=ctx.settings.lease_s)
-
-
-def _lock_rows(statement, session):
-    """On PostgreSQL, lock the selected rows and skip rows another transaction holds, so
-    that concurrent workers take different rows instead of queueing on one."""
-    if session.bind.dialect.name == "postgresql":
-        return statement.with_for_update(skip_locked=True)
-    return statement
+# What execute_request reports back to the engine.
+COMPLETED, FAILED, LOST, RELEASED, SKIPPED = "completed", "failed", "lost", "released", "skipped"
 
 
-def claim_next(ctx: ServiceContext, worker_id: str) -> str | None:
-    """Atomically move the oldest queued request to running under a fresh lease; None if
-    the queue is empty.
-
-    PostgreSQL: ``FOR UPDATE SKIP LOCKED`` hands concurrent claimers different rows. SQLite:
-    the transaction begins IMMEDIATE (one writer at a time). On both, the conditional
-    UPDATE (status still 'queued') makes the claim exclusive: of two claimers racing for
-    one row, only one sees rowcount 1.
-    """
-    with ctx.db.write_session() as session:
-        statement = (
-            select(ForgetRequest.id)
-            .where(ForgetRequest.status == RequestStatus.queued.value)
-            .order_by(ForgetRequest.created_at, ForgetRequest.id)
-            .limit(1)
-        )
-        request_id = session.scalar(_lock_rows(statement, session))
-        if request_id is None:
-            return None
-        now = utcnow()
-        claimed = session.execute(
-            update(ForgetRequest)
-            .where(ForgetRequest.id == request_id,
-                   ForgetRequest.status == RequestStatus.queued.value)
-            .values(status=RequestStatus.running.value, worker_id=worker_id,
-                    started_at=now, attempts=ForgetRequest.attempts + 1,
-                    lease_expires_at=_lease_until(ctx, now), heartbeat_at=now,
-                    progress=0.0)
-        ).rowcount
-        if claimed != 1:
-            return None
-        request = session.get(ForgetRequest, request_id)
-        session.refresh(request)
-        record(
-            session, AuditAction.forget_request_started, f"worker:{worker_id}",
-            subject_reference=request.subject_reference, forget_request_id=request.id,
-            model_name=request.model_name, model_version=request.source_version,
-            details={"attempt": request.attempts, "max_attempts": ctx.settings.max_attempts,
-                     "worker": worker_id, "lease_s": ctx.settings.lease_s},
-        )
-        return request_id
+def process_name() -> str:
+    """host:pid, the prefix of every execution ID this process makes."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def recover_expired(ctx: ServiceContext, worker_id: str, limit: int = 20) -> int:
-    """Requests whose worker vanished (lease expired): back to the queue, or failed once
-    they have used ``max_attempts`` claims. Any worker may call this; returns the count."""
-    max_attempts = ctx.settings.max_attempts
-    with ctx.db.write_session() as session:
-        now = utcnow()
-        statement = (
-            select(ForgetRequest)
-            .where(ForgetRequest.status == RequestStatus.running.value,
-                   ForgetRequest.lease_expires_at < now)
-            .order_by(ForgetRequest.lease_expires_at)
-            .limit(limit)
-        )
-        expired = list(session.scalars(_lock_rows(statement, session)))
-        for request in expired:
-            lost_worker, attempt = request.worker_id, request.attempts
-            reason = (f"the lease of worker {lost_worker} expired at "
-                      f"{request.lease_expires_at.isoformat()} during attempt {attempt}")
-            details = {"previous_worker": lost_worker, "attempt": attempt,
-                       "max_attempts": max_attempts, "reason": reason,
-                       "last_heartbeat_at": (request.heartbeat_at.isoformat()
-                                             if request.heartbeat_at else None)}
-            request.worker_id = None
-            request.lease_expires_at = None
-            if attempt >= max_attempts:
-                request.status = RequestStatus.failed.value
-                request.error = (f"abandoned after {attempt} attempt(s) "
-                                 f"(max_attempts={max_attempts}): {reason}")
-                request.finished_at = now
-                action = AuditAction.forget_request_failed
-                details["error"] = request.error
-            else:
-                request.status = RequestStatus.queued.value
-                request.progress = 0.0
-                action = AuditAction.forget_request_requeued
-            record(session, action, f"worker:{worker_id}",
-                   subject_reference=request.subject_reference, forget_request_id=request.id,
-                   model_name=request.model_name, model_version=request.source_version,
-                   details=details)
-        if expired:
-            logger.warning("recovered %d request(s) whose worker's lease expired", len(expired))
-        return len(expired)
+def new_execution_id(prefix: str | None = None) -> str:
+    """A fresh ID per attempt: two attempts in one process never share one, so a resumed
+    stale attempt cannot pass for the current one."""
+    return f"{prefix or process_name()}:{uuid.uuid4().hex[:6]}"
 
 
-def renew_lease(ctx: ServiceContext, request_id: str, worker_id: str) -> bool:
-    """Extend the lease; False if the request is no longer held by this worker."""
-    with ctx.db.session() as session:
-        now = utcnow()
-        return session.execute(
-            update(ForgetRequest)
-            .where(ForgetRequest.id == request_id, ForgetRequest.worker_id == worker_id,
-                   ForgetRequest.status == RequestStatus.running.value)
-            .values(lease_expires_at=_lease_until(ctx, now), heartbeat_at=now)
-        ).rowcount == 1
-
-
-def release(ctx: ServiceContext, request_id: str, worker_id: str, reason: str) -> bool:
-    """Hand a held request back to the queue (graceful shutdown). The interrupted claim
-    does not count as an attempt."""
-    with ctx.db.write_session() as session:
-        released = session.execute(
-            update(ForgetRequest)
-            .where(ForgetRequest.id == request_id, ForgetRequest.worker_id == worker_id,
-                   ForgetRequest.status == RequestStatus.running.value)
-            .values(status=RequestStatus.queued.value, worker_id=None, lease_expires_at=None,
-                    progress=0.0, attempts=ForgetRequest.attempts - 1)
-        ).rowcount == 1
-        if released:
-            request = session.get(ForgetRequest, request_id)
-            record(
-                session, AuditAction.forget_request_released, f"worker:{worker_id}",
-                subject_reference=request.subject_reference, forget_request_id=request.id,
-                model_name=request.model_name, model_version=request.source_version,
-                details={"reason": reason, "worker": worker_id},
-            )
-        return released
-
-
-class LeaseLost(RuntimeError):
-    """The request is no longer held by this worker (its lease expired and it was requeued
-    or taken by another worker): stop, publish nothing, leave the row alone."""
+class ExecutionLost(RuntimeError):
+    """The request is no longer held by this execution (cancelled, or retried by another
+    worker after this one stalled): stop, publish nothing, leave the row alone."""
 
 
 class ExecutionReleased(RuntimeError):
     """The worker is shutting down and hands the request back instead of finishing it."""
 
 
-class LeaseKeeper:
-    """Renews a request's lease every ``heartbeat_interval_s`` on a background thread, for
-    as long as the request runs in this process."""
+def _audit(session: Session, action: AuditAction, actor: str, request: ForgetRequest,
+           details: dict, model_version: int | None = None) -> None:
+    record(session, action, actor, subject_reference=request.subject_reference,
+           forget_request_id=request.id, model_name=request.model_name,
+           model_version=request.source_version if model_version is None else model_version,
+           details=details)
 
-    def __init__(self, ctx: ServiceContext, request_id: str, worker_id: str):
-        self.ctx = ctx
-        self.request_id = request_id
-        self.worker_id = worker_id
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="unlearn-heartbeat",
-                                        daemon=True)
 
-    def _run(self) -> None:
-        interval = self.ctx.settings.heartbeat_interval_s
-        while not self._stop.wait(interval):
-            try:
-                if not renew_lease(self.ctx, self.request_id, self.worker_id):
-                    self.lost.set()
-                    return
-            except Exception:  # database briefly unreachable: the lease may still hold
-                logger.exception("heartbeat for request %s failed", self.request_id)
+def _take(session: Session, ctx: ServiceContext, request_id: str, execution_id: str) -> bool:
+    now = utcnow()
+    taken = session.execute(
+        update(ForgetRequest)
+        .where(ForgetRequest.id == request_id,
+               ForgetRequest.status == RequestStatus.queued.value)
+        .values(status=RequestStatus.running.value, worker_id=execution_id, started_at=now,
+                attempts=ForgetRequest.attempts + 1, heartbeat_at=now, progress=0.0,
+                phase=None, finished_at=None)
+    ).rowcount == 1
+    if taken:
+        request = session.get(ForgetRequest, request_id)
+        session.refresh(request)
+        _audit(session, AuditAction.forget_request_started, f"worker:{execution_id}", request,
+               {"attempt": request.attempts, "max_attempts": ctx.settings.max_attempts,
+                "worker": execution_id, "queue": request.queue})
+    return taken
 
-    def __enter__(self) -> "LeaseKeeper":
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join()
+def begin(ctx: ServiceContext, request_id: str, execution_id: str) -> bool:
+    """Take a queued request for this execution; False if it is not queued (finished,
+    cancelled, or already taken): then there is nothing to do."""
+    with ctx.db.write_session() as session:
+        return _take(session, ctx, request_id, execution_id)
+
+
+def claim_next(ctx: ServiceContext, execution_id: str) -> str | None:
+    """The in-process executor's pick: take the oldest queued request; None if none."""
+    with ctx.db.write_session() as session:
+        request_id = session.scalar(
+            select(ForgetRequest.id)
+            .where(ForgetRequest.status == RequestStatus.queued.value)
+            .order_by(ForgetRequest.created_at, ForgetRequest.id)
+            .limit(1))
+        if request_id is None or not _take(session, ctx, request_id, execution_id):
+            return None
+        return request_id
+
+
+def requeue_or_fail(session: Session, ctx: ServiceContext, request: ForgetRequest, actor: str,
+                    reason: str) -> str:
+    """A request whose execution vanished (worker killed or stalled, process restarted)
+    goes back to the queue, or fails once it has used ``max_attempts`` attempts. The caller
+    holds the row (locked). Returns 'requeued' or 'failed'."""
+    max_attempts = ctx.settings.max_attempts
+    details = {"previous_worker": request.worker_id, "attempt": request.attempts,
+               "max_attempts": max_attempts, "reason": reason,
+               "last_heartbeat_at": (request.heartbeat_at.isoformat()
+                                     if request.heartbeat_at else None)}
+    request.worker_id = None
+    if request.attempts >= max_attempts:
+        request.status = RequestStatus.failed.value
+        request.error = (f"abandoned after {request.attempts} attempt(s) "
+                         f"(max_attempts={max_attempts}): {reason}")
+        request.finished_at = utcnow()
+        details["error"] = request.error
+        _audit(session, AuditAction.forget_request_failed, actor, request, details)
+        return "failed"
+    request.status = RequestStatus.queued.value
+    request.progress = 0.0
+    request.phase = None
+    _audit(session, AuditAction.forget_request_requeued, actor, request, details)
+    return "requeued"
+
+
+def requeue_orphans(ctx: ServiceContext, actor: str) -> int:
+    """In-process executor start: a request found 'running' was left by a previous run of
+    this process (it died); only this process runs requests, so it is requeued (or failed
+    after max_attempts) without any lease."""
+    with ctx.db.write_session() as session:
+        orphans = list(session.scalars(
+            select(ForgetRequest).where(ForgetRequest.status == RequestStatus.running.value)))
+        for request in orphans:
+            requeue_or_fail(session, ctx, request, actor,
+                            f"found running after a restart (worker {request.worker_id})")
+    if orphans:
+        logger.warning("requeued %d request(s) left running by a previous process",
+                       len(orphans))
+    return len(orphans)
+
+
+def release(ctx: ServiceContext, request_id: str, execution_id: str, reason: str) -> bool:
+    """Hand a held request back to the queue (graceful shutdown). The interrupted attempt
+    does not count."""
+    with ctx.db.write_session() as session:
+        released = session.execute(
+            update(ForgetRequest)
+            .where(ForgetRequest.id == request_id, ForgetRequest.worker_id == execution_id,
+                   ForgetRequest.status == RequestStatus.running.value)
+            .values(status=RequestStatus.queued.value, worker_id=None, progress=0.0,
+                    phase=None, attempts=ForgetRequest.attempts - 1)
+        ).rowcount == 1
+        if released:
+            request = session.get(ForgetRequest, request_id)
+            _audit(session, AuditAction.forget_request_released, f"worker:{execution_id}",
+                   request, {"reason": reason, "worker": execution_id})
+        return released
 
 
 def warm_up(ctx: ServiceContext) -> None:
@@ -240,112 +200,169 @@ def _metrics_summary(metrics: dict) -> dict:
     return summary
 
 
-class _ProgressReporter:
-    """Writes progress to the request row, at most once a second. Each call is also a
-    checkpoint where a long method stops if the lease was lost or the worker is shutting
-    down."""
+# Writes to the request row while it runs: a phase change at most every PHASE_WRITE_S, a
+# fraction at most every FRACTION_WRITE_S. A class request runs all its phases in well
+# under PHASE_WRITE_S and writes nothing between being taken and being published (nobody
+# could watch its phases anyway, and each write is a commit); a long one shows each phase
+# within PHASE_WRITE_S of its start.
+PHASE_WRITE_S = 0.5
+FRACTION_WRITE_S = 1.0
 
-    def __init__(self, ctx: ServiceContext, request_id: str, worker_id: str,
-                 lease: LeaseKeeper | None = None, cancel: threading.Event | None = None):
+
+class ExecutionProgress:
+    """The progress callback handed to a method: the current phase and the fraction done
+    within it, written to the request row (throttled, above). Every write is conditional on
+    this execution still holding the request, so each is also the checkpoint where a
+    cancelled or taken-over execution stops; and ``should_stop`` (worker shutdown) makes it
+    release the request. Each phase is logged once, with the request ID."""
+
+    def __init__(self, ctx: ServiceContext, request_id: str, execution_id: str,
+                 should_stop: Callable[[], bool] | None = None):
         self.ctx = ctx
         self.request_id = request_id
-        self.worker_id = worker_id
-        self.lease = lease
-        self.cancel = cancel
-        self.last = time.monotonic()
+        self.execution_id = execution_id
+        self.should_stop = should_stop
+        self.current: str | None = None
+        self.fraction = 0.0
+        self.phase_unwritten = False
+        self.started = self.last_write = time.monotonic()
 
     def checkpoint(self) -> None:
-        if self.lease is not None and self.lease.lost.is_set():
-            raise LeaseLost(f"request {self.request_id} is no longer held by {self.worker_id}")
-        if self.cancel is not None and self.cancel.is_set():
+        if self.should_stop is not None and self.should_stop():
             raise ExecutionReleased("worker shutting down")
+
+    def _write(self, **values) -> None:
+        self.last_write = time.monotonic()
+        with self.ctx.db.session() as session:
+            held = session.execute(
+                update(ForgetRequest)
+                .where(ForgetRequest.id == self.request_id,
+                       ForgetRequest.worker_id == self.execution_id,
+                       ForgetRequest.status == RequestStatus.running.value)
+                .values(heartbeat_at=utcnow(), **values)
+            ).rowcount == 1
+        if not held:
+            raise ExecutionLost(f"request {self.request_id} is no longer held by "
+                                f"{self.execution_id} (cancelled, or retried elsewhere)")
+
+    def _flush(self, interval: float) -> None:
+        if time.monotonic() - self.last_write < interval:
+            return
+        if self.phase_unwritten:
+            self.phase_unwritten = False
+            self._write(phase=self.current, progress=self.fraction)
+        else:
+            self._write(progress=self.fraction)
+
+    def phase(self, name: str) -> None:
+        self.checkpoint()
+        self.current, self.fraction, self.phase_unwritten = name, 0.0, True
+        logger.info("request %s: phase %s (worker %s, %.0f ms in)", self.request_id, name,
+                    self.execution_id, 1000 * (time.monotonic() - self.started))
+        self._flush(PHASE_WRITE_S)
 
     def __call__(self, fraction: float) -> None:
         self.checkpoint()
-        now = time.monotonic()
-        # Completion is written by the publishing transaction itself.
-        if now - self.last < 1.0 or fraction >= 1.0:
-            return
-        self.last = now
-        with self.ctx.db.session() as session:
-            session.execute(
-                update(ForgetRequest)
-                .where(ForgetRequest.id == self.request_id,
-                       ForgetRequest.worker_id == self.worker_id)
-                .values(progress=max(0.0, min(1.0, float(fraction))))
-            )
+        self.fraction = max(0.0, min(1.0, float(fraction)))
+        self._flush(PHASE_WRITE_S if self.phase_unwritten else FRACTION_WRITE_S)
 
 
-def _test_only_delay(ctx: ServiceContext, progress: _ProgressReporter) -> None:
+def _test_only_delay(ctx: ServiceContext, progress: ExecutionProgress) -> None:
     """UNLEARN_TEST_EXECUTION_DELAY_S (tests only): stretch the run so that a fault test
-    can kill the process mid-request. Sleeps in short steps that report progress."""
+    can kill or stop the process mid-request. Sleeps in short steps that report progress
+    (each a checkpoint)."""
     total = ctx.settings.test_execution_delay_s
     if total <= 0:
         return
+    progress.phase("delay (test only)")
     deadline = time.monotonic() + total
     while (left := deadline - time.monotonic()) > 0:
-        progress(0.9 * (1 - left / total))
+        progress(max(0.01, 1 - left / total))
         time.sleep(min(0.1, left))
 
 
-def execute_request(ctx: ServiceContext, request_id: str, worker_id: str,
-                    cancel: threading.Event | None = None) -> None:
-    """Run a claimed request to completion or failure. Never raises for method errors.
+def run_request(ctx: ServiceContext, request_id: str, execution_id: str,
+                should_stop: Callable[[], bool] | None = None) -> str:
+    """Take the request if it is queued and carry it out; SKIPPED if it was not queued."""
+    if not begin(ctx, request_id, execution_id):
+        logger.info("request %s is not queued; nothing to run", request_id)
+        return SKIPPED
+    return execute_request(ctx, request_id, execution_id, should_stop)
 
-    ``cancel`` (graceful shutdown) makes the run stop at its next progress checkpoint and
-    release the request to the queue."""
-    stored_key: str | None = None
-    with LeaseKeeper(ctx, request_id, worker_id) as lease:
-        progress = _ProgressReporter(ctx, request_id, worker_id, lease, cancel)
-        try:
-            with ctx.db.session() as session:
-                request = session.get(ForgetRequest, request_id)
-                source = get_version(session, request.model_name, request.source_version)
-            method = get_method(request.method)
-            params = method.Params.model_validate(request.params)
-            target = ForgetTarget(tuple(request.target_classes),
-                                  tuple(request.target_sample_ids),
-                                  prior_classes=tuple(source.forgotten_classes),
-                                  prior_sample_ids=tuple(source.forgotten_sample_ids))
-            data = ctx.model_data(request.model_name)
 
-            source_model = ctx.models.get(source)
-            before = ctx.evaluator.request_metrics(source_model, source.backbone_sha256, data,
-                                                   target, source.artifact_sha256)
+def execute_request(ctx: ServiceContext, request_id: str, execution_id: str,
+                    should_stop: Callable[[], bool] | None = None) -> str:
+    """Run a taken request to completion or failure; returns what became of it. Never
+    raises for method errors.
 
-            working = copy.deepcopy(source_model)
-            for parameter in working.parameters():
-                parameter.requires_grad_(True)
-            _test_only_delay(ctx, progress)
-            forgotten = method.forget(working, target, params, data, progress)
-            forgotten.eval()
-            progress.checkpoint()
-
-            payload, state = model_bytes(forgotten)
-            sha = sha256_bytes(payload)
-            backbone = model_backbone_sha256(forgotten, state)
-            after = ctx.evaluator.request_metrics(forgotten, backbone, data, target, sha)
-            version_metrics = ctx.evaluator.version_metrics(forgotten, backbone, data, sha)
-
-            key = artifact_key(request.model_name)
-            ctx.store.put(key, payload)
-            stored_key = key
-            _publish(ctx, request_id, worker_id, source, key, sha, backbone, before, after,
-                     version_metrics, getattr(forgotten, "forget_report", None))
-        except LeaseLost as error:
-            # Another worker has (or will have) the request: touch nothing of its row.
-            logger.warning("request %s: %s; abandoning this attempt", request_id, error)
-            _discard(ctx, stored_key)
-        except ExecutionReleased:
-            _discard(ctx, stored_key)
-            if release(ctx, request_id, worker_id, "worker shutting down"):
-                logger.info("released request %s back to the queue", request_id)
-        except Exception as error:  # the method, the data or the store failed: record why
-            logger.exception("forget request %s failed", request_id)
-            _discard(ctx, stored_key)
-            _mark_failed(ctx, request_id, worker_id, error)
+    ``should_stop`` (worker shutdown) makes the run stop at its next checkpoint and release
+    the request to the queue."""
+    outcome = _execute(ctx, request_id, execution_id, should_stop)
     # Metrics and the completion webhook (a no-op unless the request is now final).
-    notify_final_status(ctx, request_id, worker_id)
+    notify_final_status(ctx, request_id, execution_id)
+    return outcome
+
+
+def _execute(ctx: ServiceContext, request_id: str, execution_id: str,
+             should_stop: Callable[[], bool] | None) -> str:
+    stored_key: str | None = None
+    progress = ExecutionProgress(ctx, request_id, execution_id, should_stop)
+    try:
+        with ctx.db.session() as session:
+            request = session.get(ForgetRequest, request_id)
+            source = get_version(session, request.model_name, request.source_version)
+        method = get_method(request.method)
+        params = method.Params.model_validate(request.params)
+        target = ForgetTarget(tuple(request.target_classes),
+                              tuple(request.target_sample_ids),
+                              prior_classes=tuple(source.forgotten_classes),
+                              prior_sample_ids=tuple(source.forgotten_sample_ids))
+        data = ctx.model_data(request.model_name)
+
+        progress.phase("metrics")
+        source_model = ctx.models.get(source)
+        before = ctx.evaluator.request_metrics(source_model, source.backbone_sha256, data,
+                                               target, source.artifact_sha256)
+
+        working = copy.deepcopy(source_model)
+        for parameter in working.parameters():
+            parameter.requires_grad_(True)
+        _test_only_delay(ctx, progress)
+        forgotten = method.forget(working, target, params, data, progress)
+        forgotten.eval()
+
+        progress.phase("metrics")
+        payload, state = model_bytes(forgotten)
+        sha = sha256_bytes(payload)
+        backbone = model_backbone_sha256(forgotten, state)
+        after = ctx.evaluator.request_metrics(forgotten, backbone, data, target, sha)
+        version_metrics = ctx.evaluator.version_metrics(forgotten, backbone, data, sha)
+
+        progress.phase("publishing")
+        key = artifact_key(request.model_name)
+        ctx.store.put(key, payload)
+        stored_key = key
+        _publish(ctx, request_id, execution_id, source, key, sha, backbone, before, after,
+                 version_metrics, getattr(forgotten, "forget_report", None))
+        logger.info("request %s: completed by %s in %.0f ms", request_id, execution_id,
+                    1000 * (time.monotonic() - progress.started))
+        return COMPLETED
+    except ExecutionLost as error:
+        # Cancelled, or another worker has (or will have) the request: touch nothing.
+        logger.warning("request %s: %s; this attempt publishes nothing", request_id, error)
+        _discard(ctx, stored_key)
+        return LOST
+    except ExecutionReleased:
+        _discard(ctx, stored_key)
+        if release(ctx, request_id, execution_id, "worker shutting down"):
+            logger.info("released request %s back to the queue", request_id)
+            return RELEASED
+        return LOST
+    except Exception as error:  # the method, the data or the store failed: record why
+        logger.exception("forget request %s failed", request_id)
+        _discard(ctx, stored_key)
+        _mark_failed(ctx, request_id, execution_id, error)
+        return FAILED
 
 
 def _discard(ctx: ServiceContext, stored_key: str | None) -> None:
@@ -391,17 +408,18 @@ def _publish_once(ctx, request_id, worker_id, source, key, sha, backbone, before
                   version_metrics, forget_report=None) -> None:
     with ctx.db.write_session() as session:
         finished = utcnow()
-        # Conditional on this worker still holding the request: the row lock it takes also
-        # orders us against lease recovery and heartbeats.
+        # Conditional on this execution still holding the request: the row lock it takes
+        # also orders us against cancellation and stalled-job recovery.
         held = session.execute(
             update(ForgetRequest)
             .where(ForgetRequest.id == request_id, ForgetRequest.worker_id == worker_id,
                    ForgetRequest.status == RequestStatus.running.value)
-            .values(status=RequestStatus.completed.value, progress=1.0,
-                    finished_at=finished, lease_expires_at=None, error=None)
+            .values(status=RequestStatus.completed.value, progress=1.0, phase="publishing",
+                    finished_at=finished, heartbeat_at=finished, error=None)
         ).rowcount
         if held != 1:
-            raise LeaseLost(f"request {request_id} is no longer held by worker {worker_id}")
+            raise ExecutionLost(f"request {request_id} is no longer held by {worker_id} "
+                                f"(cancelled, or retried elsewhere)")
         request = session.get(ForgetRequest, request_id)
         version = insert_version(
             session,
@@ -446,8 +464,7 @@ def _mark_failed(ctx: ServiceContext, request_id: str, worker_id: str, error: Ex
             update(ForgetRequest)
             .where(ForgetRequest.id == request_id, ForgetRequest.worker_id == worker_id,
                    ForgetRequest.status == RequestStatus.running.value)
-            .values(status=RequestStatus.failed.value, error=reason, finished_at=utcnow(),
-                    lease_expires_at=None)
+            .values(status=RequestStatus.failed.value, error=reason, finished_at=utcnow())
         ).rowcount
         if failed != 1:  # no longer ours: whoever holds it now decides
             return

@@ -4,7 +4,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, Float, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, UtcDateTime, utcnow
@@ -15,6 +15,11 @@ class RequestStatus(str, enum.Enum):
     running = "running"
     completed = "completed"
     failed = "failed"
+    cancelled = "cancelled"
+
+
+FINAL_STATUSES = frozenset({RequestStatus.completed.value, RequestStatus.failed.value,
+                            RequestStatus.cancelled.value})
 
 
 class ForgetRequest(Base):
@@ -42,16 +47,21 @@ class ForgetRequest(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # What the running execution is doing ('importance', 'training epoch 2/3', 'metrics',
+    # 'publishing', ...) and how far it is within that phase (0..1).
+    phase: Mapped[str | None] = mapped_column(String(64), nullable=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    # Durable execution: the holder's lease, renewed by heartbeats; an expired lease means
-    # the worker vanished and the request goes back to the queue.
-    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(
-        UtcDateTime, nullable=True, index=True)
+    # Which job queue runs it ('light': output-layer only; 'heavy': passes over the data),
+    # and on PostgreSQL the procrastinate job that delivers it. The row, not the job, is
+    # the source of truth: the job only says "run this request now".
+    queue: Mapped[str] = mapped_column(String(32), default="heavy")
+    job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Last time the execution holding it wrote progress.
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     # Idempotency-Key header of the POST that filed it, and the hash of that POST's body.
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)

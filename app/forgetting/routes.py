@@ -16,7 +16,8 @@ from app.auth.service import Role
 from app.core.context import ServiceContext
 from app.core.errors import InvalidInputError
 from app.forgetting import service
-from app.forgetting.models import ForgetRequest, RequestStatus
+from app.forgetting.models import FINAL_STATUSES, ForgetRequest, RequestStatus
+from app.notifications.service import notify_final_status
 from app.registry.links import version_path
 from app.forgetting.schemas import (
     ForgetRequestCreate,
@@ -34,7 +35,7 @@ router = APIRouter(tags=["forget requests"])
 OFFICERS = [Depends(require(Role.privacy_officer))]
 READERS = [Depends(require(Role.privacy_officer, Role.auditor))]
 
-FINISHED = {RequestStatus.completed.value, RequestStatus.failed.value}
+FINISHED = FINAL_STATUSES
 
 
 def to_read(request: ForgetRequest, default_model: str) -> ForgetRequestRead:
@@ -60,11 +61,12 @@ def to_read(request: ForgetRequest, default_model: str) -> ForgetRequestRead:
         reason=request.reason,
         error=request.error,
         metrics=ForgetRequestMetrics(before=metrics.get("before"), after=metrics.get("after")),
+        queue=request.queue,
+        phase=request.phase,
         progress=request.progress,
         attempts=request.attempts,
         worker_id=request.worker_id,
         heartbeat_at=request.heartbeat_at,
-        lease_expires_at=request.lease_expires_at,
         created_at=request.created_at,
         started_at=request.started_at,
         finished_at=request.finished_at,
@@ -114,7 +116,7 @@ def create_forget_request(
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
-        request.app.state.notifier.notify()  # wake the embedded worker now
+        request.app.state.notifier.notify()  # wake the in-process executor now
     response.headers["Location"] = f"/forget-requests/{created.id}"
     if not wait:
         return to_read(created, ctx.model_name)
@@ -135,7 +137,22 @@ def _wait_until_finished(ctx: ServiceContext, request: Request, request_id: str,
         if current.status in FINISHED or time.monotonic() >= deadline:
             return current
         # Woken by the embedded worker at once; a worker in another process is polled.
-        done.wait(since, min(0.25, max(0.0, deadline - time.monotonic())))
+        done.wait(since, min(ctx.settings.wait_poll_s, max(0.0, deadline - time.monotonic())))
+
+
+@router.post("/forget-requests/{request_id}/cancel", response_model=ForgetRequestRead,
+             dependencies=OFFICERS,
+             responses={409: {"description": "The request has already finished."}})
+def cancel_forget_request(request_id: Annotated[str, Path(max_length=64)],
+                          request: Request,
+                          ctx: Annotated[ServiceContext, Depends(get_ctx)],
+                          actor: Annotated[str, Depends(get_actor)]) -> ForgetRequestRead:
+    """Cancel a queued or running request: it ends `cancelled` and publishes nothing (a
+    running attempt stops at its next progress checkpoint). Audited."""
+    cancelled = service.cancel_request(ctx.db, request_id, actor)
+    request.app.state.worker_done.notify()  # waiters on this request may return
+    notify_final_status(ctx, request_id)  # metrics and the completion webhook
+    return to_read(cancelled, ctx.model_name)
 
 
 @router.get("/forget-requests/{request_id}", response_model=ForgetRequestRead,

@@ -115,11 +115,18 @@ class ForgetRequestRead(BaseModel):
     reason: str
     error: str | None
     metrics: ForgetRequestMetrics
-    progress: float
-    attempts: int = Field(description="Claims so far (a vanished worker's claim counts).")
-    worker_id: str | None = Field(default=None, description="The worker holding it now.")
-    heartbeat_at: dt.datetime | None = None
-    lease_expires_at: dt.datetime | None = None
+    queue: str = Field(default="heavy", description="Job queue: 'light' (output layer "
+                       "only) or 'heavy' (passes over the data).")
+    phase: str | None = Field(default=None, description="What the running attempt is doing "
+                              "('metrics', 'importance', 'dampening', 'training epoch 2/3', "
+                              "'publishing'); the last phase once finished.")
+    progress: float = Field(description="Fraction of the current phase done (1.0 when "
+                            "completed).")
+    attempts: int = Field(description="Attempts so far (one whose worker vanished counts).")
+    worker_id: str | None = Field(default=None, description="The execution holding it now "
+                                  "(host:pid:attempt).")
+    heartbeat_at: dt.datetime | None = Field(default=None, description="When the running "
+                                             "attempt last wrote progress.")
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None

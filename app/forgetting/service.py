@@ -20,7 +20,9 @@ from app.core.errors import (
     NotFoundError,
     PayloadTooLargeError,
 )
-from app.forgetting.models import ForgetRequest, RequestStatus
+from app.db.base import utcnow
+from app.forgetting import jobs
+from app.forgetting.models import FINAL_STATUSES, ForgetRequest, RequestStatus
 from app.forgetting.schemas import ForgetRequestCreate
 from app.ml.data import ImageData
 from app.db.session import Database
@@ -121,8 +123,9 @@ def _sample_index(data: ImageData, sample_id: int | str, position: int) -> int:
 def file_request(session: Session, model_name: str, body: ForgetRequestCreate, actor: str,
                  max_sample_ids: int, idempotency_key: str | None = None,
                  body_sha256: str | None = None, *, data: ImageData) -> ForgetRequest:
-    """Validate a request completely, then queue it with its audit entry (one transaction).
-    ``data`` is the model's dataset, against which classes and sample IDs are resolved."""
+    """Validate a request completely, then queue it with its audit entry and, on
+    PostgreSQL, its procrastinate job (one transaction). ``data`` is the model's dataset,
+    against which classes and sample IDs are resolved."""
     method, params = validate_method_params(body.method, body.params)
     target = resolve_target(method, data, body.classes, body.sample_ids, max_sample_ids)
     classes, sample_ids = target.classes, target.sample_ids
@@ -150,9 +153,12 @@ def file_request(session: Session, model_name: str, body: ForgetRequestCreate, a
         idempotency_key=idempotency_key,
         body_sha256=body_sha256,
         callback_url=body.callback_url,
+        queue=method.queue,
     )
     session.add(request)
     session.flush()
+    if jobs.uses_job_engine(session):
+        jobs.defer_in_transaction(session, request)
     record(
         session, AuditAction.forget_request_received, actor,
         subject_reference=request.subject_reference, forget_request_id=request.id,
@@ -163,9 +169,39 @@ def file_request(session: Session, model_name: str, body: ForgetRequestCreate, a
             "class_names": target.class_names,
             "sample_id_count": len(sample_ids),
             "already_forgotten_sample_count": len(already_forgotten), "reason": body.reason,
+            "queue": request.queue,
         },
     )
     return request
+
+
+def cancel_request(db: Database, request_id: str, actor: str) -> ForgetRequest:
+    """Cancel a queued or running request: it ends 'cancelled' and publishes nothing.
+
+    The status change is the cancellation: a running execution finds the row no longer
+    held at its next checkpoint (or at publication) and stops. On PostgreSQL the job is
+    cancelled (queued) or flagged for abortion (running) in the same transaction."""
+    with db.write_session() as session:
+        request = session.scalar(select(ForgetRequest).where(ForgetRequest.id == request_id)
+                                 .with_for_update())
+        if request is None:
+            raise NotFoundError(f"forget request {request_id!r} does not exist", "request_id")
+        if request.status in FINAL_STATUSES:
+            raise ConflictError(
+                f"forget request {request_id} is already {request.status}; only queued or "
+                f"running requests can be cancelled", "request_id")
+        previous, running_as = request.status, request.worker_id
+        request.status = RequestStatus.cancelled.value
+        request.finished_at = utcnow()
+        request.worker_id = None
+        if request.job_id is not None and jobs.uses_job_engine(session):
+            jobs.cancel_job_in_transaction(session, request.job_id)
+        record(session, AuditAction.forget_request_cancelled, actor,
+               subject_reference=request.subject_reference, forget_request_id=request.id,
+               model_name=request.model_name, model_version=request.source_version,
+               details={"previous_status": previous, "worker": running_as,
+                        "phase": request.phase, "attempts": request.attempts})
+        return request
 
 
 def request_body_sha256(model_name: str, body: ForgetRequestCreate) -> str:

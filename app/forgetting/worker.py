@@ -1,21 +1,23 @@
-"""A worker loop that claims queued forget requests and executes them.
+"""Who runs forget requests.
 
-Runs as a thread inside the API process (the embedded default) or as the main loop of a
-separate process. A ``Notifier`` lets the API wake the worker as soon as a request is
-filed and lets waiting HTTP calls (``?wait=true``) return as soon as it finishes.
+- SQLite (the embedded default): ``InProcessExecutor``, one thread inside the API process
+  taking the oldest queued request. Only this process runs requests, so a request found
+  'running' when it starts was left by a previous run that died: it is requeued. No
+  leases, no heartbeats.
+- PostgreSQL: procrastinate workers (``app.forgetting.jobs.JobWorker``), as ``unlearn
+  worker`` processes and, with ``UNLEARN_EMBEDDED_WORKER``, on a thread inside the API.
+
+A ``Notifier`` lets the API wake the executor as soon as a request is filed, and lets
+waiting HTTP calls (``?wait=true``) return as soon as a request run in this process ends.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
-import time
-import uuid
 
 from app.core.context import ServiceContext
-from app.forgetting.execution import claim_next, execute_request, recover_expired, warm_up
+from app.forgetting import execution
 from app.observability.logs import bind_log_context, log_context
 
 logger = logging.getLogger("unlearn.worker")
@@ -44,76 +46,74 @@ class Notifier:
             self._condition.wait_for(lambda: self._generation != since, timeout)
 
 
-def make_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-class Worker:
-    """Claims and runs requests one at a time. Shutdown is graceful: ``request_stop`` stops
-    claiming at once; the request in hand may finish during ``shutdown_grace_s``, after
-    which it is interrupted at its next checkpoint and released back to the queue."""
+class InProcessExecutor:
+    """Runs queued requests one at a time on a thread. Shutdown is graceful:
+    ``request_stop`` stops taking requests at once; the request in hand may finish during
+    ``shutdown_grace_s``, after which it stops at its next checkpoint and is released back
+    to the queue."""
 
     def __init__(self, ctx: ServiceContext, notifier: Notifier, poll_interval: float = 1.0,
-                 worker_id: str | None = None):
+                 name: str | None = None):
         self.ctx = ctx
         self.notifier = notifier  # wakes us when a request is filed
         self.done = Notifier()  # we wake waiters when a request finishes
         self.poll_interval = poll_interval
-        self.worker_id = worker_id or make_worker_id()
+        self.name = name or execution.process_name()
+        self.current_execution: str | None = None
         self._stop = threading.Event()
         self._cancel = threading.Event()  # interrupt the request in hand and release it
-        self.warmed_up = threading.Event()
+        self.ready = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_recovery = 0.0
-
-    def recover(self) -> int:
-        """Requeue (or fail) requests of vanished workers; at most once a second."""
-        now = time.monotonic()
-        if now - self._last_recovery < min(1.0, self.ctx.settings.lease_s / 2):
-            return 0
-        self._last_recovery = now
-        return recover_expired(self.ctx, self.worker_id)
 
     def run_once(self) -> bool:
-        """Claim and execute one request; False if the queue was empty."""
-        if self.recover():
-            self.done.notify()
+        """Take and execute one request; False if the queue was empty."""
         if self._stop.is_set():
             return False
-        request_id = claim_next(self.ctx, self.worker_id)
+        execution_id = execution.new_execution_id(self.name)
+        request_id = execution.claim_next(self.ctx, execution_id)
         if request_id is None:
             return False
+        self.current_execution = execution_id
         self.done.notify()
-        with log_context(forget_request_id=request_id):
-            execute_request(self.ctx, request_id, self.worker_id, cancel=self._cancel)
-        self.done.notify()
+        try:
+            with log_context(forget_request_id=request_id):
+                execution.execute_request(self.ctx, request_id, execution_id,
+                                          should_stop=self._cancel.is_set)
+        finally:
+            self.current_execution = None
+            self.done.notify()
         return True
 
     def run_forever(self) -> None:
-        bind_log_context(worker_id=self.worker_id)  # on every line this thread logs
-        warm_up(self.ctx)
-        self.warmed_up.set()
-        logger.info("worker %s ready", self.worker_id)
+        bind_log_context(worker_id=self.name)  # on every line this thread logs
+        try:
+            if execution.requeue_orphans(self.ctx, f"worker:{self.name}"):
+                self.done.notify()
+        except Exception:  # database not migrated yet, say: requests will tell why
+            logger.exception("could not requeue requests left running")
+        execution.warm_up(self.ctx)
+        self.ready.set()
+        logger.info("worker %s ready (in-process executor)", self.name)
         while not self._stop.is_set():
             since = self.notifier.generation
             try:
                 if self.run_once():
                     continue
-            except Exception:  # database briefly unreachable: log, back off, go on
-                logger.exception("worker loop error")
-            # Woken when a request is filed here, and at least every poll interval for
-            # requests filed by other processes and leases to recover.
+            except Exception:  # database briefly unavailable: log, back off, go on
+                logger.exception("executor loop error")
+            # Woken when a request is filed here, and at least every poll interval (a
+            # request filed by the CLI or another tool on this database).
             self.notifier.wait(since, self.poll_interval)
-        logger.info("worker %s stopped", self.worker_id)
+        logger.info("worker %s stopped", self.name)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.run_forever, name="unlearn-worker",
+        self._thread = threading.Thread(target=self.run_forever, name="unlearn-executor",
                                         daemon=True)
         self._thread.start()
 
     def request_stop(self, grace_s: float | None = None) -> None:
-        """Stop claiming now; release the request in hand if it is still running after
-        ``grace_s`` (default: the shutdown_grace_s setting). Safe in a signal handler."""
+        """Stop taking requests now; release the request in hand if it is still running
+        after ``grace_s`` (default: the shutdown_grace_s setting)."""
         grace = self.ctx.settings.shutdown_grace_s if grace_s is None else grace_s
         self._stop.set()
         self.notifier.notify()
@@ -125,7 +125,6 @@ class Worker:
             timer.start()
 
     def stop(self, grace_s: float | None = None, timeout: float = 30.0) -> None:
-        """Graceful stop of the worker thread (see ``request_stop``), then wait for it."""
         self.request_stop(grace_s)
         if self._thread is not None:
             grace = self.ctx.settings.shutdown_grace_s if grace_s is None else grace_s

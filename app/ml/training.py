@@ -59,11 +59,16 @@ def train_model(
         optimizer,
         (lambda step: 1.0 - step / total_steps) if recipe.schedule == "linear-decay" else (lambda step: 1.0),
     )
+    # A phase-aware callback (the executor's) hears "training epoch e/E" and the fraction
+    # of that epoch; a plain one the fraction of the whole run.
+    phase = getattr(progress, "phase", None)
     bar = tqdm(total=total_steps, desc="training", unit="batch", disable=not show_bar)
     step = 0
     model.train()
     for epoch in range(recipe.epochs):
         order = torch.randperm(n, generator=generator)
+        if phase is not None:
+            phase(f"training epoch {epoch + 1}/{recipe.epochs}")
         for start in range(0, n, recipe.batch_size):
             batch = order[start : start + recipe.batch_size]
             x = images[batch].to(device, non_blocking=True)
@@ -78,7 +83,8 @@ def train_model(
             if step % 20 == 0:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
                 if progress is not None:
-                    progress(step / total_steps)
+                    progress(step / total_steps if phase is None
+                             else (step - epoch * steps_per_epoch) / steps_per_epoch)
     bar.close()
     if progress is not None:
         progress(1.0)

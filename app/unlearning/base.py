@@ -21,6 +21,18 @@ from app.ml.data import ImageData
 
 ProgressCallback = Callable[[float], None]
 
+HEAVY_QUEUE = "heavy"
+LIGHT_QUEUE = "light"
+
+
+def enter_phase(progress: ProgressCallback, name: str) -> None:
+    """Announce a new phase ('importance', 'dampening', 'training epoch 2/3') to a progress
+    callback that tracks phases (the executor's); a plain fraction callback ignores it.
+    After this, the fractions passed to ``progress`` are fractions of this phase."""
+    phase = getattr(progress, "phase", None)
+    if phase is not None:
+        phase(name)
+
 
 @dataclass(frozen=True)
 class ForgetTarget:
@@ -85,6 +97,9 @@ class UnlearningMethod:
     changes_backbone: ClassVar[bool] = True
     # Model kinds (registry ``kind``) the method can work on.
     model_kinds: ClassVar[tuple[str, ...]] = ("cnn",)
+    # Job queue by resource: 'heavy' for a pass over the data (GPU-worthy), 'light' for
+    # output-layer-only work that a small CPU worker finishes in milliseconds.
+    queue: ClassVar[str] = HEAVY_QUEUE
 
     def forget(self, model: nn.Module, target: ForgetTarget, params: MethodParams,
                data: ImageData, progress: ProgressCallback) -> nn.Module:

@@ -40,6 +40,7 @@ from torch.func import functional_call, grad, vmap
 
 from app.ml.data import ImageData
 from app.unlearning.base import (
+    enter_phase,
     ForgetTarget,
     MethodParams,
     ProgressCallback,
@@ -162,9 +163,11 @@ class FisherForgetting(UnlearningMethod):
         generator = torch.Generator().manual_seed(params.seed)
         retained = torch.nonzero(target.retain_mask(data)).flatten()
         pick = retained[torch.randperm(len(retained), generator=generator)[: params.fisher_samples]]
+        enter_phase(progress, "importance")
         fisher = diagonal_fisher(
-            model, data.train_images[pick], progress=lambda f: progress(0.95 * f),
+            model, data.train_images[pick], progress=progress,
             sample_labels=generator if params.fisher_labels == "sampled" else None)
+        enter_phase(progress, "dampening")
         perturb(model, fisher, params.noise_scale, target.classes, generator,
                 model.output_layer_name)
         progress(1.0)

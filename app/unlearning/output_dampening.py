@@ -15,6 +15,8 @@ from torch import nn
 
 from app.ml.data import ImageData
 from app.unlearning.base import (
+    LIGHT_QUEUE,
+    enter_phase,
     ForgetTarget,
     MethodParams,
     ProgressCallback,
@@ -45,10 +47,12 @@ class OutputDampening(UnlearningMethod):
     Params = OutputDampeningParams
     supports_samples = False
     changes_backbone = False
+    queue = LIGHT_QUEUE
 
     def forget(self, model: nn.Module, target: ForgetTarget, params: MethodParams,
                data: ImageData, progress: ProgressCallback) -> nn.Module:
         assert isinstance(params, OutputDampeningParams)
+        enter_phase(progress, "dampening")
         model = dampen_output_layer(model, target.classes, params.alpha)
         progress(1.0)
         return model

@@ -14,6 +14,7 @@ from torch import nn
 from app.ml.data import ImageData
 from app.ml.sisa import KIND, SisaEnsemble
 from app.unlearning.base import (
+    enter_phase,
     ForgetTarget,
     MethodParams,
     ProgressCallback,
@@ -38,6 +39,7 @@ class SisaForgetting(UnlearningMethod):
             raise TypeError("the sisa method needs a SISA version (kind 'sisa')")
         forget_ids = data.train_ids[target.forget_mask(data)]
         device = next(model.parameters()).device
+        enter_phase(progress, "retraining shards")
         model.forget_samples(forget_ids, data, device, progress)
         progress(1.0)
         return model

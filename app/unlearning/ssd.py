@@ -37,6 +37,7 @@ from torch import nn
 
 from app.ml.data import ImageData
 from app.unlearning.base import (
+    enter_phase,
     ForgetTarget,
     MethodParams,
     ProgressCallback,
@@ -207,13 +208,13 @@ class SelectiveSynapticDampening(UnlearningMethod):
     def forget(self, model: nn.Module, target: ForgetTarget, params: MethodParams,
                data: ImageData, progress: ProgressCallback) -> nn.Module:
         assert isinstance(params, SsdParams)
-        full = full_data_importances(model, data, params, self.cache,
-                                     lambda f: progress(0.8 * f))
+        enter_phase(progress, "importance")
+        full = full_data_importances(model, data, params, self.cache, progress)
         forget_mask = target.forget_mask(data)
         forget = compute_importances(model, data.train_images[forget_mask],
                                      data.train_labels[forget_mask], params.batch_size,
                                      _device_of(model))
-        progress(0.95)
+        enter_phase(progress, "dampening")
         dampen(model, full, forget, params.alpha, params.lam)
         progress(1.0)
         return model

@@ -23,6 +23,7 @@
   const url = `/console/forget-requests/${box.dataset.requestId}/status`;
   const text = document.getElementById("status-text");
   const bar = document.getElementById("status-progress");
+  const phase = document.getElementById("status-phase");
   const poll = async () => {
     try {
       const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
@@ -31,6 +32,7 @@
         text.textContent = state.status;
         text.className = `status ${state.status}`;
         bar.value = state.progress;
+        phase.textContent = state.phase || "";
         if (state.finished) { window.location.reload(); return; }
       }
     } catch (error) { /* the server restarted or the network blinked: keep polling */ }
