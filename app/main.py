@@ -19,7 +19,9 @@ from app.console.routes import mount_console
 from app.core.config import get_settings
 from app.core.context import ServiceContext, build_context
 from app.forgetting.routes import router as forgetting_router
+from app.forgetting.waiting import WaitSlots
 from app.forgetting.worker import Notifier, Worker
+from app.health.probe import ReadinessProbe
 from app.health.routes import router as health_router
 from app.prediction.routes import router as prediction_router
 from app.registry.routes import router as registry_router
@@ -39,6 +41,9 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         context = ctx or build_context(get_settings())
         app.state.ctx = context
         app.state.notifier = Notifier()
+        app.state.wait_slots = WaitSlots(context.settings.max_waits_per_key)
+        app.state.readiness = ReadinessProbe(context.db.url,
+                                             context.settings.readiness_timeout_s)
         announce_bootstrap_key(ensure_security(context))  # signing key, first admin key
         run_worker = context.settings.embedded_worker if start_worker is None else start_worker
         worker = None
@@ -56,6 +61,7 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         finally:
             if worker is not None:
                 worker.stop()
+            app.state.readiness.close()
             if ctx is None:
                 context.close()
 

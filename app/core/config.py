@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     max_sample_ids: int = Field(default=10_000, ge=1, le=60_000)
     model_cache_size: int = Field(default=8, ge=1, le=1024)
     wait_timeout_s: float = Field(default=120.0, gt=0)
+    max_waits_per_key: int = Field(
+        default=4, ge=0, le=10_000,
+        description="?wait=true calls one API key may hold at once; over it: 202 at once.")
+    readiness_timeout_s: float = Field(
+        default=2.0, gt=0, le=60,
+        description="/readyz reports the database unreachable after this long.")
     # Security: API keys, certificates, request limits.
     signing_key_path: Path = Field(
         default=Path("./var/signing-key.pem"),

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import get_actor, get_ctx, get_session
+from app.api.deps import get_ctx, get_session
 from app.api.pagination import decode_cursor, encode_cursor
-from app.auth.deps import ANY_ROLE, require
-from app.auth.service import Role
+from app.auth.deps import ANY_ROLE, get_principal, require
+from app.auth.service import Principal, Role
 from app.core.context import ServiceContext
 from app.core.errors import InvalidInputError
 from app.forgetting import service
 from app.forgetting.models import ForgetRequest, RequestStatus
+from app.forgetting.waiting import wait_until
 from app.forgetting.schemas import (
     ForgetRequestCreate,
     ForgetRequestList,
@@ -78,45 +79,51 @@ def to_read(request: ForgetRequest) -> ForgetRequestRead:
              dependencies=OFFICERS,
              responses={200: {"model": ForgetRequestRead,
                               "description": "Finished (with ?wait=true)"}})
-def create_forget_request(
+async def create_forget_request(
     body: ForgetRequestCreate,
     request: Request,
     response: Response,
     ctx: Annotated[ServiceContext, Depends(get_ctx)],
-    actor: Annotated[str, Depends(get_actor)],
-    wait: Annotated[bool, Query(description="Return once the request has finished.")] = False,
+    principal: Annotated[Principal, Depends(get_principal)],
+    wait: Annotated[bool, Query(description=(
+        "Return once the request has finished (at most UNLEARN_WAIT_TIMEOUT_S). A key "
+        "already holding UNLEARN_MAX_WAITS_PER_KEY waiting calls gets 202 at once."))] = False,
     idempotency_key: Annotated[str | None, Header(
         alias="Idempotency-Key", min_length=1, max_length=200,
         description="Retry-safe filing: the same key with the same body returns the "
                     "original request; with a different body, 409.")] = None,
 ) -> ForgetRequestRead:
-    created, replayed = service.submit_request(ctx.db, ctx.model_name, body, actor,
-                                               ctx.settings.max_sample_ids, idempotency_key)
+    # A coroutine, so that a waiting call holds no thread: filing and each status read
+    # are short trips to the thread pool (app.forgetting.waiting).
+    created, replayed = await run_in_threadpool(
+        service.submit_request, ctx.db, ctx.model_name, body, principal.name,
+        ctx.settings.max_sample_ids, idempotency_key)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
         request.app.state.notifier.notify()  # wake the embedded worker now
     response.headers["Location"] = f"/forget-requests/{created.id}"
-    if not wait:
+    if not wait or created.status in FINISHED:
+        response.status_code = 200 if created.status in FINISHED and wait else 202
         return to_read(created)
-    finished = _wait_until_finished(ctx, request, created.id, ctx.settings.wait_timeout_s)
+    slots = request.app.state.wait_slots
+    if not slots.try_acquire(principal.key_id):
+        return to_read(created)  # over the per-key bound: answer as without wait
+    try:
+        finished = await wait_until(
+            lambda: _read_request(ctx, created.id),
+            lambda current: current.status in FINISHED,
+            request.app.state.worker_done, ctx.settings.wait_timeout_s)
+    finally:
+        slots.release(principal.key_id)
     if finished.status in FINISHED:
         response.status_code = 200
     return to_read(finished)
 
 
-def _wait_until_finished(ctx: ServiceContext, request: Request, request_id: str,
-                         timeout_s: float) -> ForgetRequest:
-    deadline = time.monotonic() + timeout_s
-    done = request.app.state.worker_done
-    while True:
-        since = done.generation
-        with ctx.db.session() as session:
-            current = service.get_request(session, request_id)
-        if current.status in FINISHED or time.monotonic() >= deadline:
-            return current
-        # Woken by the embedded worker at once; a worker in another process is polled.
-        done.wait(since, min(0.25, max(0.0, deadline - time.monotonic())))
+def _read_request(ctx: ServiceContext, request_id: str) -> ForgetRequest:
+    with ctx.db.session() as session:
+        return service.get_request(session, request_id)
 
 
 @router.get("/forget-requests/{request_id}", response_model=ForgetRequestRead,
