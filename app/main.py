@@ -11,10 +11,12 @@ from fastapi import FastAPI
 from app import __version__
 from app.api.errors import ERROR_RESPONSES, install_error_handlers
 from app.api.limits import BodySizeLimitMiddleware
+from app.audit.checkpoints import CheckpointWriter, checkpoint_store, write_checkpoint
 from app.audit.routes import router as audit_router
 from app.auth.routes import router as auth_router
 from app.auth.service import announce_bootstrap_key, ensure_security
 from app.certificates.routes import router as certificates_router
+from app.certificates.service import get_signer
 from app.console.routes import mount_console
 from app.core.config import get_settings
 from app.core.context import ServiceContext, build_context
@@ -56,11 +58,21 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         else:
             app.state.worker_done = Notifier()
         app.state.worker = worker
+        checkpoints = CheckpointWriter(context.db, get_signer(context),
+                                       checkpoint_store(context),
+                                       context.settings.audit_checkpoint_interval_s)
+        try:
+            write_checkpoint(context.db, get_signer(context), checkpoint_store(context))
+        except Exception as error:  # not migrated yet, or the store unreachable
+            logger.warning("no audit checkpoint at start: %s", error)
+        if context.settings.audit_checkpoint_interval_s > 0:
+            checkpoints.start()
         try:
             yield
         finally:
             if worker is not None:
                 worker.stop()
+            checkpoints.stop()
             app.state.readiness.close()
             if ctx is None:
                 context.close()

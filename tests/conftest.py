@@ -105,6 +105,7 @@ def make_settings(tmp_path: Path, database_url: str, feature_cache_dir: Path, **
         data_dir=DATA_DIR,
         base_model_path=tmp_path / "none.safetensors",
         signing_key_path=tmp_path / "signing-key.pem",
+        audit_checkpoint_path=tmp_path / "audit-checkpoints.jsonl",
         **overrides,
     )
 

@@ -74,6 +74,9 @@ def _append(session: Session, entry: AuditEntry) -> None:
     seq, previous = session.execute(
         select(head_table.c.seq, head_table.c.head_hash).where(head_table.c.id == CHAIN_HEAD_ID)
     ).one()
+    # Dated while holding the head's lock: an entry appended after a checkpoint read the
+    # head is never dated before that checkpoint (app.audit.checkpoints relies on it).
+    entry.created_at = utcnow()
     entry.seq = seq
     entry.prev_hash = previous
     entry.entry_hash = entry_hash(previous, entry_record(entry))

@@ -58,6 +58,18 @@ class Settings(BaseSettings):
     )
     bootstrap_admin_key: SecretStr | None = Field(
         default=None, description="The first admin key, instead of a generated one.")
+    audit_checkpoint_path: Path = Field(
+        default=Path("./var/audit-checkpoints.jsonl"),
+        description="Append-only file of signed audit chain-head checkpoints.")
+    audit_checkpoint_url: str | None = Field(
+        default=None, pattern=r"^s3://[^/]+(/.*)?$",
+        description="'s3://bucket/prefix' for checkpoints instead of the local file.")
+    audit_checkpoint_retain_days: int | None = Field(
+        default=None, ge=1, le=36500,
+        description="Object-lock retention (COMPLIANCE) of each S3 checkpoint object.")
+    audit_checkpoint_interval_s: float = Field(
+        default=60.0, ge=0, description="Seconds between checkpoints (0: only on start and "
+        "on certificates).")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024,
                                 description="Larger request bodies get 413.")
 
