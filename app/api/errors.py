@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import ServiceError
@@ -89,6 +90,15 @@ def install_error_handlers(app: FastAPI) -> None:
             error.status_code, "http_error")
         return JSONResponse(error_body(code, str(error.detail)), status_code=error.status_code,
                             headers=getattr(error, "headers", None))
+
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, error: DataError) -> JSONResponse:
+        # A value the database cannot store or compare (a number out of its range, a
+        # character it refuses) that no route check caught: the caller's input, not ours.
+        logger.warning("database refused a value on %s %s: %s", request.method,
+                       request.url.path, error.orig)
+        return JSONResponse(error_body("invalid_input", "a value in the request is out of "
+                                       "range or not storable"), status_code=422)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

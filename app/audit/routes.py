@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from app.api.deps import get_ctx, get_session
-from app.api.pagination import decode_cursor, encode_cursor
+from app.api.pagination import decode_id_cursor, encode_cursor
 from app.audit import export
 from app.audit.chain import ChainHead
 from app.audit.checkpoints import verify_with_checkpoint
@@ -45,9 +45,7 @@ def read_audit_log(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AuditLogPage:
-    before_id = decode_cursor(cursor)
-    if before_id is not None and not isinstance(before_id, int):
-        raise InvalidInputError("cursor is not one this service issued", "cursor")
+    before_id = decode_id_cursor(cursor)
     filters = AuditFilter(
         since=_aware(since, "since"), until=_aware(until, "until"),
         action=action.value if action else None, actor=actor,

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import get_ctx, get_session
-from app.api.pagination import decode_cursor, encode_cursor
+from app.api.pagination import decode_time_id_cursor, encode_cursor
 from app.auth.deps import ANY_ROLE, get_principal, require
 from app.auth.service import Principal, Role
 from app.core.context import ServiceContext
@@ -142,13 +142,7 @@ def list_forget_requests(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> ForgetRequestList:
-    before = None
-    decoded = decode_cursor(cursor)
-    if decoded is not None:
-        try:
-            before = (dt.datetime.fromisoformat(decoded[0]), str(decoded[1]))
-        except (TypeError, ValueError, IndexError, KeyError):
-            raise InvalidInputError("cursor is not one this service issued", "cursor") from None
+    before = decode_time_id_cursor(cursor)
     rows, last = service.list_requests(
         session, limit=limit, before=before,
         status=status.value if status else None,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy.orm import Session
 
 from app.api.deps import get_actor, get_ctx, get_session
-from app.api.pagination import decode_cursor, encode_cursor
+from app.api.pagination import decode_id_cursor, encode_cursor
 from app.auth.deps import ANY_ROLE, require
 from app.auth.service import Role
 from app.core.context import ServiceContext
@@ -60,9 +60,7 @@ def list_models(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> VersionList:
-    after = decode_cursor(cursor)
-    if after is not None and not isinstance(after, int):
-        raise InvalidInputError("cursor is not one this service issued", "cursor")
+    after = decode_id_cursor(cursor)
     rows, last = service.list_versions(session, ctx.model_name, limit, after)
     production = service.production_version(session, ctx.model_name)
     return VersionList(items=[to_read(row, production) for row in rows],
