@@ -15,6 +15,7 @@ from app.audit.checkpoints import CheckpointWriter, checkpoint_store, write_chec
 from app.audit.routes import router as audit_router
 from app.auth.routes import router as auth_router
 from app.auth.service import announce_bootstrap_key, ensure_security
+from app.auth.throttle import Throttle
 from app.certificates.routes import router as certificates_router
 from app.certificates.service import get_signer
 from app.console.routes import mount_console
@@ -86,7 +87,9 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
     # Security: key management, certificates, body size and NUL limits.
     for router in (auth_router, certificates_router):
         app.include_router(router, responses=ERROR_RESPONSES)
-    app.add_middleware(BodySizeLimitMiddleware,
-                       max_bytes=(ctx.settings if ctx else get_settings()).max_body_bytes)
+    settings = ctx.settings if ctx else get_settings()
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.state.throttle = Throttle(settings.auth_failures_per_address,
+                                  settings.auth_failures_per_key_prefix)
     mount_console(app)  # the review console's pages under /console
     return app

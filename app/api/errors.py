@@ -41,6 +41,7 @@ ERROR_RESPONSES: dict[int | str, dict] = {
         (400, "Malformed request"), (401, "No valid API key"),
         (403, "The key lacks the role"), (404, "Not found"), (409, "Conflict"),
         (413, "Too large"), (422, "Invalid input (the field is named)"),
+        (429, "Too many failed authentications (see Retry-After)"),
         (503, "Unavailable (e.g. a corrupted model file)"),
     )
 }

@@ -33,6 +33,8 @@ class AuditAction(str, enum.Enum):
     key_created = "api_key.created"
     key_revoked = "api_key.revoked"
     artifact_integrity_failed = "artifact.integrity_failed"
+    # Failed authentications, aggregated: one entry per client address per window.
+    auth_failures = "auth.failures"
 
 
 def record(

@@ -40,6 +40,7 @@ from app.api.pagination import (
 )
 from app.audit import service as audit_service
 from app.audit.service import AuditAction, AuditFilter
+from app.auth.throttle import TooManyFailuresError
 from app.certificates import service as certificate_service
 from app.certificates.schemas import ErasureCertificate
 from app.console import auth, plots, views
@@ -206,7 +207,14 @@ async def login(request: Request) -> Response:
         return _login_page(request, next_path, "The login form expired; please try again.",
                            403)
     key = str(form.get("api_key") or "").strip()
-    if auth.authenticate_key(request, key) is None:
+    try:
+        principal = await run_in_threadpool(auth.authenticate_key, request, key, True)
+    except TooManyFailuresError as error:
+        page = _login_page(request, next_path, "Too many failed logins from here; try again "
+                           f"in {error.headers['Retry-After']} s.", 429)
+        page.headers.update(error.headers)
+        return page
+    if principal is None:
         return _login_page(request, next_path, "That key does not open the console.", 401)
     response = RedirectResponse(next_path, status_code=303)
     _set_cookie(request, response, auth.SESSION_COOKIE, auth.new_session_cookie(request, key),
