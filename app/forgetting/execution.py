@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.audit.service import AuditAction, record
 from app.core.context import ServiceContext
+from app.db.retry import is_transient, retry_transient
 from app.db.base import utcnow
 from app.forgetting.models import ForgetRequest, RequestStatus
 from app.registry.artifacts import backbone_sha256, sha256_bytes
@@ -198,7 +199,11 @@ class LeaseKeeper:
         interval = self.ctx.settings.heartbeat_interval_s
         while not self._stop.wait(interval):
             try:
-                if not renew_lease(self.ctx, self.request_id, self.worker_id):
+                renewed = retry_transient(
+                    lambda: renew_lease(self.ctx, self.request_id, self.worker_id),
+                    what=f"heartbeat of request {self.request_id}",
+                    max_delay_s=interval / 4)
+                if not renewed:
                     self.lost.set()
                     return
             except Exception:  # database briefly unreachable: the lease may still hold
@@ -266,6 +271,17 @@ class _ProgressReporter:
         if now - self.last < 1.0 or fraction >= 1.0:
             return
         self.last = now
+        try:
+            retry_transient(lambda: self._write(fraction),
+                            what=f"progress of request {self.request_id}")
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            # Progress is informational: a database that stays away for a few seconds
+            # costs this report, never the running work (the next report writes again).
+            logger.warning("progress of request %s not written: %s", self.request_id, error)
+
+    def _write(self, fraction: float) -> None:
         with self.ctx.db.session() as session:
             session.execute(
                 update(ForgetRequest)
