@@ -62,6 +62,35 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     typer.echo(f"database at {revision}")
 
 
+@db_cli.command("grant-app-role")
+def db_grant_app_role(
+    app_role: Annotated[str, typer.Argument(help="The (existing) role the service runs as.")],
+    print_sql: Annotated[bool, typer.Option(
+        "--print-sql", help="Print the statements instead of running them.")] = False,
+    owner: Annotated[str, typer.Option(help="With --print-sql: the owner role.")] = "unlearn_owner",
+    database: Annotated[str, typer.Option(help="With --print-sql: the database.")] = "unlearn",
+) -> None:
+    """PostgreSQL: as the owner (UNLEARN_DATABASE_URL), give APP_ROLE what the service
+    needs and no more (INSERT/SELECT only on audit_log; it owns nothing). Run after every
+    `unlearn db upgrade`."""
+    from app.db.roles import app_role_statements, grant_app_role
+    from app.db.session import make_engine
+
+    try:
+        if print_sql:
+            for statement in app_role_statements(app_role, owner, database):
+                typer.echo(statement + ";")
+            return
+        engine = make_engine(_settings().database_url)
+        try:
+            grant_app_role(engine, app_role)
+        finally:
+            engine.dispose()
+    except ValueError as error:
+        _fail(str(error), 2)
+    typer.echo(f"granted the app role {app_role} its rights (audit_log: SELECT, INSERT)")
+
+
 @cli.command()
 def bootstrap() -> None:
     """Register the shipped base model as version 1 if no version exists yet; with no API
@@ -437,8 +466,12 @@ def audit_verify(
     anchor: Annotated[str | None, typer.Option(
         help="SEQ:HASH recorded earlier (e.g. a certificate's audit_chain_head) that the "
              "chain must still contain.")] = None,
+    public_key: Annotated[Path | None, typer.Option(
+        help="The key that signed the checkpoints (PEM, or the JSON from GET "
+             "/certificates/public-key); default the service's signing key file.")] = None,
 ) -> None:
-    """Recompute the hash chain; exit 0 when intact, 1 naming the first broken entry."""
+    """Recompute the hash chain and check it against the latest signed checkpoint (the
+    database's: not with --file); exit 0 when both hold, 1 naming what does not."""
     from app.audit.chain import ChainHead, verify_records
     from app.audit.export import read_jsonl
     from app.audit.service import verify_chain
@@ -452,15 +485,40 @@ def audit_verify(
     if file is not None:
         with open(file, encoding="utf-8") as handle:
             result = verify_records(read_jsonl(handle), anchor=expected)
-    else:
-        db = _database()
-        try:
-            with db.session() as session:
-                result = verify_chain(session, expected)
-        finally:
-            db.dispose()
+        typer.echo(result.describe())
+        raise typer.Exit(0 if result.intact else 1)
+    from app.audit.checkpoints import check_against_checkpoint, make_checkpoint_store
+
+    settings = _settings()
+    key = _checkpoint_public_key(settings, public_key)
+    store = make_checkpoint_store(settings)
+    db = _database()
+    try:
+        with db.session() as session:
+            result = verify_chain(session, expected)
+            check = check_against_checkpoint(session, store.latest(), key, store.location)
+    finally:
+        db.dispose()
     typer.echo(result.describe())
-    raise typer.Exit(0 if result.intact else 1)
+    typer.echo(f"checkpoint ({store.location}): {check.finding}: {check.detail}")
+    raise typer.Exit(0 if result.intact and check.ok else 1)
+
+
+def _checkpoint_public_key(settings, public_key: Path | None):
+    """The key that signs checkpoints: --public-key (PEM, or the JSON of GET
+    /certificates/public-key), else the service's own signing key file."""
+    from cryptography.hazmat.primitives import serialization
+
+    from app.certificates.signing import load_public_key
+
+    if public_key is not None:
+        text = public_key.read_text(encoding="utf-8")
+        return load_public_key(json.loads(text)["public_key_pem"]
+                               if text.lstrip().startswith("{") else text)
+    if not settings.signing_key_path.exists():
+        _fail(f"no signing key at {settings.signing_key_path}: pass --public-key", 2)
+    return serialization.load_pem_private_key(settings.signing_key_path.read_bytes(),
+                                              password=None).public_key()
 
 
 @certificate_cli.command("verify")

@@ -11,16 +11,21 @@ from fastapi import FastAPI
 from app import __version__
 from app.api.errors import ERROR_RESPONSES, install_error_handlers
 from app.api.limits import BodySizeLimitMiddleware
+from app.audit.checkpoints import CheckpointWriter, checkpoint_store, write_checkpoint
 from app.audit.routes import router as audit_router
 from app.auth.routes import router as auth_router
 from app.auth.service import announce_bootstrap_key, ensure_security
+from app.auth.throttle import Throttle
 from app.certificates.routes import router as certificates_router
+from app.certificates.service import get_signer
 from app.console.routes import mount_console
 from app.core.config import get_settings
 from app.core.context import ServiceContext, build_context
 from app.datasets.routes import router as datasets_router
 from app.forgetting.routes import router as forgetting_router
+from app.forgetting.waiting import WaitSlots
 from app.forgetting.worker import InProcessExecutor, Notifier
+from app.health.probe import ReadinessProbe
 from app.health.routes import router as health_router
 from app.observability.http import install_observability
 from app.observability.lifecycle import start_operations
@@ -56,6 +61,9 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         context = ctx or build_context(get_settings())
         app.state.ctx = context
         app.state.notifier = Notifier()
+        app.state.wait_slots = WaitSlots(context.settings.max_waits_per_key)
+        app.state.readiness = ReadinessProbe(context.db.url,
+                                             context.settings.readiness_timeout_s)
         announce_bootstrap_key(ensure_security(context))  # signing key, first admin key
         # Logging is configured for the served app only; tests pass their own context.
         operations = start_operations(context, configure_logs=ctx is None)
@@ -65,12 +73,23 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         if run_worker:
             worker = start_embedded_worker(context, app.state.notifier, app.state.worker_done)
         app.state.worker = worker
+        checkpoints = CheckpointWriter(context.db, get_signer(context),
+                                       checkpoint_store(context),
+                                       context.settings.audit_checkpoint_interval_s)
+        try:
+            write_checkpoint(context.db, get_signer(context), checkpoint_store(context))
+        except Exception as error:  # not migrated yet, or the store unreachable
+            logger.warning("no audit checkpoint at start: %s", error)
+        if context.settings.audit_checkpoint_interval_s > 0:
+            checkpoints.start()
         try:
             yield
         finally:
             if worker is not None:
                 worker.stop()
             operations.stop()
+            checkpoints.stop()
+            app.state.readiness.close()
             if ctx is None:
                 context.close()
 
@@ -88,5 +107,7 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
     install_observability(app, settings)  # request IDs, access log, HTTP metrics, /metrics
     # Registered datasets.
     app.include_router(datasets_router, responses=ERROR_RESPONSES)
+    app.state.throttle = Throttle(settings.auth_failures_per_address,
+                                  settings.auth_failures_per_key_prefix)
     mount_console(app)  # the review console's pages under /console
     return app

@@ -106,7 +106,11 @@ def make_settings(tmp_path: Path, database_url: str, feature_cache_dir: Path, **
         base_model_path=tmp_path / "none.safetensors",
         signing_key_path=tmp_path / "signing-key.pem",
         dataset_dir=tmp_path / "datasets",
-        **overrides,
+        audit_checkpoint_path=tmp_path / "audit-checkpoints.jsonl",
+        # Tests send many wrong keys on purpose from one address (the role matrix alone
+        # sends hundreds); tests/test_auth_throttle.py sets the real limits.
+        **{"auth_failures_per_address": "100000/minute",
+           "auth_failures_per_key_prefix": "100000/minute", **overrides},
     )
 
 

@@ -35,6 +35,7 @@ def service_env(settings, **overrides) -> dict[str, str]:
         "UNLEARN_DATA_SUBSET": SMALL_DATA_SUBSET,
         "UNLEARN_BASE_MODEL_PATH": str(settings.base_model_path),
         "UNLEARN_SIGNING_KEY_PATH": str(settings.signing_key_path),
+        "UNLEARN_AUDIT_CHECKPOINT_PATH": str(settings.audit_checkpoint_path),
         "UNLEARN_LOG_LEVEL": "info",
         "OMP_NUM_THREADS": "1",  # several processes share two cores
     })

@@ -24,7 +24,9 @@ def test_readiness_fails_when_migrations_are_behind(tmp_path):
     from app.main import create_app
 
     settings = load_settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}",
-                             artifact_dir=tmp_path / "m", cache_dir=tmp_path / "c")
+                             artifact_dir=tmp_path / "m", cache_dir=tmp_path / "c",
+                             audit_checkpoint_path=tmp_path / "checkpoints.jsonl",
+                             signing_key_path=tmp_path / "key.pem")
     ctx = build_context(settings)
     with TestClient(create_app(ctx, start_worker=False)) as client:
         response = client.get("/readyz")

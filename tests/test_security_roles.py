@@ -205,7 +205,7 @@ def test_bootstrap_takes_the_key_from_the_environment(tmp_path, feature_cache_di
     from app.auth.service import BOOTSTRAP_FROM_ENV, authenticate, ensure_security
     from tests.conftest import make_ctx, make_settings
 
-    chosen = "my-own-bootstrap-key-0123456789"
+    chosen = "my-own-bootstrap-key-Zq3v9XkP2mW7tR4yB8nL"
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", feature_cache_dir,
                              bootstrap_admin_key=chosen)
     context = make_ctx(settings, small_data, trained_state)

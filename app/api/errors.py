@@ -10,9 +10,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import ServiceError
+from app.db.retry import TRANSIENT_ERRORS, is_transient
+
+DATABASE_RETRY_AFTER_S = 5
 
 logger = logging.getLogger("unlearn.api")
 
@@ -40,6 +44,7 @@ ERROR_RESPONSES: dict[int | str, dict] = {
         (400, "Malformed request"), (401, "No valid API key"),
         (403, "The key lacks the role"), (404, "Not found"), (409, "Conflict"),
         (413, "Too large"), (422, "Invalid input (the field is named)"),
+        (429, "Too many failed authentications (see Retry-After)"),
         (503, "Unavailable (e.g. a corrupted model file)"),
     )
 }
@@ -90,8 +95,32 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(code, str(error.detail)), status_code=error.status_code,
                             headers=getattr(error, "headers", None))
 
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, error: DataError) -> JSONResponse:
+        # A value the database cannot store or compare (a number out of its range, a
+        # character it refuses) that no route check caught: the caller's input, not ours.
+        logger.warning("database refused a value on %s %s: %s", request.method,
+                       request.url.path, error.orig)
+        return JSONResponse(error_body("invalid_input", "a value in the request is out of "
+                                       "range or not storable"), status_code=422)
+
+    async def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
+        # The database is unreachable (refused, dropped, pool exhausted): the service is
+        # unavailable for now, not broken; clients should retry.
+        logger.warning("database unavailable on %s %s: %s", request.method,
+                       request.url.path, error)
+        return JSONResponse(
+            error_body("database_unavailable",
+                       "the database is unreachable; retry in a few seconds"),
+            status_code=503, headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+
+    for transient in TRANSIENT_ERRORS:
+        app.add_exception_handler(transient, _database_unavailable)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        if is_transient(error):  # e.g. a DBAPIError whose connection was invalidated
+            return await _database_unavailable(request, error)
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(error_body("internal_error", "internal server error"),
                             status_code=500)

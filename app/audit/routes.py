@@ -8,11 +8,12 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from app.api.deps import get_ctx, get_session
-from app.api.pagination import decode_cursor, encode_cursor
+from app.api.pagination import decode_id_cursor, encode_cursor
 from app.audit import export
 from app.audit.chain import ChainHead
-from app.audit.schemas import AuditEntryRead, AuditLogPage, AuditVerification
-from app.audit.service import AuditAction, AuditFilter, query, verify_chain
+from app.audit.checkpoints import verify_with_checkpoint
+from app.audit.schemas import AuditCheckpointVerification, AuditEntryRead, AuditLogPage
+from app.audit.service import AuditAction, AuditFilter, query
 from app.auth.deps import require
 from app.auth.service import Role
 from app.core.context import ServiceContext
@@ -44,9 +45,7 @@ def read_audit_log(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AuditLogPage:
-    before_id = decode_cursor(cursor)
-    if before_id is not None and not isinstance(before_id, int):
-        raise InvalidInputError("cursor is not one this service issued", "cursor")
+    before_id = decode_id_cursor(cursor)
     filters = AuditFilter(
         since=_aware(since, "since"), until=_aware(until, "until"),
         action=action.value if action else None, actor=actor,
@@ -60,20 +59,23 @@ def read_audit_log(
     )
 
 
-@router.get("/audit-log/verify", response_model=AuditVerification, dependencies=AUDITORS)
+@router.get("/audit-log/verify", response_model=AuditCheckpointVerification,
+            dependencies=AUDITORS)
 def verify_audit_log(
     session: Annotated[Session, Depends(get_session)],
+    ctx: Annotated[ServiceContext, Depends(get_ctx)],
     anchor_seq: Annotated[int | None, Query(ge=1, le=2_147_483_647, description=(
         "With anchor_hash: an entry recorded earlier (e.g. a certificate's chain head) "
         "that the chain must still contain unchanged."))] = None,
     anchor_hash: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
 ) -> AuditVerification:
-    """Recompute the hash chain; name the first broken entry, or give the head when intact."""
+    """Recompute the hash chain and check it against the latest signed checkpoint (kept
+    outside the database); name the first broken entry or the checkpoint finding."""
     if (anchor_seq is None) != (anchor_hash is None):
         raise InvalidInputError("give both anchor_seq and anchor_hash, or neither",
                                 "anchor_seq" if anchor_seq is None else "anchor_hash")
     anchor = ChainHead(anchor_seq, anchor_hash) if anchor_seq is not None else None
-    return AuditVerification(**verify_chain(session, anchor).to_dict())
+    return AuditCheckpointVerification(**verify_with_checkpoint(ctx, session, anchor))
 
 
 @router.get("/audit-log/export", dependencies=AUDITORS, response_class=StreamingResponse,

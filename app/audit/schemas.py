@@ -34,3 +34,21 @@ class AuditVerification(BaseModel):
     broken_seq: int | None = Field(default=None, description="the first entry that does not fit")
     broken_id: int | None = None
     reason: str | None = None
+
+
+class CheckpointCheck(BaseModel):
+    finding: str = Field(description="intact, no_checkpoint, missing_tail, rewritten, "
+                         "tampered, forged_entry or checkpoint_invalid")
+    detail: str
+    checkpoint_seq: int | None = None
+    checkpoint_hash: str | None = None
+    checkpoint_time: str | None = None
+    unanchored_entries: int = Field(default=0, description=(
+        "entries after the checkpoint: they chain correctly but no checkpoint signs them yet"))
+    location: str | None = None
+
+
+class AuditCheckpointVerification(AuditVerification):
+    """``intact`` holds only when the chain holds and agrees with the latest checkpoint."""
+
+    checkpoint: CheckpointCheck | None = None

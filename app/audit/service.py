@@ -39,6 +39,8 @@ class AuditAction(str, enum.Enum):
     # Completion webhooks: every attempt to POST a request's final status to its
     # callback_url, with its outcome (delivered, retrying, gave_up, refused).
     webhook_delivery_attempted = "webhook.delivery_attempt"
+    # Failed authentications, aggregated: one entry per client address per window.
+    auth_failures = "auth.failures"
 
 
 def record(
@@ -80,6 +82,9 @@ def _append(session: Session, entry: AuditEntry) -> None:
     seq, previous = session.execute(
         select(head_table.c.seq, head_table.c.head_hash).where(head_table.c.id == CHAIN_HEAD_ID)
     ).one()
+    # Dated while holding the head's lock: an entry appended after a checkpoint read the
+    # head is never dated before that checkpoint (app.audit.checkpoints relies on it).
+    entry.created_at = utcnow()
     entry.seq = seq
     entry.prev_hash = previous
     entry.entry_hash = entry_hash(previous, entry_record(entry))

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.auth.service import Principal, Role, authenticate
+from app.auth.throttle import audit_failure_window, client_address
 from app.core.errors import ForbiddenError, UnauthenticatedError
 
 bearer_scheme = HTTPBearer(auto_error=False, description="An API key: `Bearer <key>`.")
@@ -24,11 +25,29 @@ def get_principal(
 ) -> Principal:
     if credentials is None or not credentials.credentials:
         raise UnauthenticatedError("an API key is required: send 'Authorization: Bearer <key>'")
-    with request.app.state.ctx.db.session() as session:
-        principal = authenticate(session, credentials.credentials)
-    if principal is None:
-        raise UnauthenticatedError("the API key is not valid (unknown, revoked or expired)")
-    return principal
+    return authenticate_throttled(request, credentials.credentials, "api")
+
+
+def authenticate_throttled(request: Request, token: str, interface: str) -> Principal:
+    """Check a presented key under the failed-authentication throttle (app.auth.throttle):
+    429 for an address over its limit before the key is looked at; a valid key otherwise
+    always passes; a wrong one is counted, audited once per address per window, and
+    answered 401 (429 once over a limit)."""
+    throttle = request.app.state.throttle
+    address = client_address(request)
+    throttle.check_address(address)
+    ctx = request.app.state.ctx
+    with ctx.db.session() as session:
+        principal = authenticate(session, token)
+    if principal is not None:
+        return principal
+    throttled, previous = throttle.record_failure(address, token)
+    if previous is not None:
+        audit_failure_window(ctx.db, address, token, interface, previous,
+                             int(throttle.window_s))
+    raise throttle.refuse(address, token, throttled,
+                          "the API key is not valid (unknown, revoked or expired)",
+                          UnauthenticatedError)
 
 
 def require(*roles: Role) -> Callable[..., Principal]:

@@ -148,7 +148,16 @@ def sign_certificate(signer: Signer, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def issue_certificate(ctx: ServiceContext, session: Session, request_id: str) -> dict[str, Any]:
-    return sign_certificate(get_signer(ctx), build_certificate(session, request_id))
+    """Sign the certificate, and checkpoint the chain head it names outside the database
+    (so the head a certificate vouches for can never silently disappear)."""
+    from app.audit.checkpoints import checkpoint_store, write_checkpoint
+    from app.audit.chain import ChainHead
+
+    body = build_certificate(session, request_id)
+    head = body["audit_chain_head"]
+    write_checkpoint(ctx.db, get_signer(ctx), checkpoint_store(ctx),
+                     ChainHead(head["seq"], head["hash"]))
+    return sign_certificate(get_signer(ctx), body)
 
 
 @dataclass

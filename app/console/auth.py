@@ -135,13 +135,24 @@ def load_or_create_secret(settings: ConsoleSettings, directory: Path) -> bytes:
     return secret
 
 
-def authenticate_key(request: Request, key: str) -> Principal | None:
+def authenticate_key(request: Request, key: str, login: bool = False) -> Principal | None:
     """The one function that turns an API key into a principal with roles (None: refused):
-    the API's own keys (app/auth), so the console admits exactly whom the API admits."""
+    the API's own keys (app/auth), so the console admits exactly whom the API admits.
+    A login attempt goes through the failed-authentication throttle (raising
+    TooManyFailuresError when over a limit), exactly as an API call does."""
     if not key or len(key) > 500:
         return None
-    with request.app.state.ctx.db.session() as session:
-        principal = authenticate(session, key)
+    if login:
+        from app.auth.deps import authenticate_throttled
+        from app.core.errors import UnauthenticatedError
+
+        try:
+            principal = authenticate_throttled(request, key, "console")
+        except UnauthenticatedError:
+            return None
+    else:
+        with request.app.state.ctx.db.session() as session:
+            principal = authenticate(session, key)
     if principal is None:
         return None
     return Principal(name=principal.name, roles=frozenset(principal.roles))

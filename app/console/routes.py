@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Path as PathParam, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
@@ -32,9 +32,15 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field, ValidationError
 
-from app.api.pagination import decode_cursor, encode_cursor
+from app.api.pagination import (
+    DB_INT_MAX,
+    decode_id_cursor,
+    decode_time_id_cursor,
+    encode_cursor,
+)
 from app.audit import service as audit_service
 from app.audit.service import AuditAction, AuditFilter
+from app.auth.throttle import TooManyFailuresError
 from app.certificates import service as certificate_service
 from app.certificates.schemas import ErasureCertificate
 from app.console import auth, plots, views
@@ -48,6 +54,7 @@ from app.forgetting import service as forgetting_service
 from app.forgetting.models import FINAL_STATUSES, ForgetRequest, RequestStatus
 from app.forgetting.schemas import ForgetRequestCreate
 from app.prediction import service as prediction_service
+from app.prediction.schemas import Pixel
 from app.registry import service as registry_service
 from app.registry.models import RegisteredModel
 
@@ -57,6 +64,7 @@ HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 FINISHED = FINAL_STATUSES
 PAGE_SIZE = 25
+VersionNumber = Annotated[int, PathParam(ge=1, le=DB_INT_MAX)]
 PNG = "image/png"
 
 # Pages load only this origin's scripts, styles and images: no inline script can run.
@@ -194,8 +202,15 @@ def home(request: Request) -> Response:
 
 
 @pages.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, next: Annotated[str | None, Query(max_length=500)] = None,
-               error: str | None = None, status_code: int = 200) -> Response:
+def login_form(request: Request,
+               next: Annotated[str | None, Query(max_length=500)] = None) -> Response:
+    return _login_page(request, next)
+
+
+def _login_page(request: Request, next: str | None, error: str | None = None,
+                status_code: int = 200) -> Response:
+    # Not a route: the error text and status come from the login handler only, never
+    # from the query string (a crafted link could otherwise put any text on the page).
     token = auth.new_login_token()
     response = templates.TemplateResponse(
         request, "login.html",
@@ -214,10 +229,18 @@ async def login(request: Request) -> Response:
     expected = request.cookies.get(auth.LOGIN_COOKIE)
     submitted = str(form.get("login_token") or "")
     if not expected or not auth.tokens_match(submitted, expected):
-        return login_form(request, next_path, "The login form expired; please try again.", 403)
+        return _login_page(request, next_path, "The login form expired; please try again.",
+                           403)
     key = str(form.get("api_key") or "").strip()
-    if auth.authenticate_key(request, key) is None:
-        return login_form(request, next_path, "That key does not open the console.", 401)
+    try:
+        principal = await run_in_threadpool(auth.authenticate_key, request, key, True)
+    except TooManyFailuresError as error:
+        page = _login_page(request, next_path, "Too many failed logins from here; try again "
+                           f"in {error.headers['Retry-After']} s.", 429)
+        page.headers.update(error.headers)
+        return page
+    if principal is None:
+        return _login_page(request, next_path, "That key does not open the console.", 401)
     response = RedirectResponse(next_path, status_code=303)
     _set_cookie(request, response, auth.SESSION_COOKIE, auth.new_session_cookie(request, key),
                 max_age=int(console_state(request).settings.console_session_hours * 3600))
@@ -277,7 +300,7 @@ def models_page(request: Request) -> Response:
 
 
 @pages.get("/models/{version}", response_class=HTMLResponse)
-def version_page(request: Request, version: int) -> Response:
+def version_page(request: Request, version: VersionNumber) -> Response:
     auth.require(request, "version")
     ctx = _ctx(request)
     with ctx.db.session() as session:
@@ -329,13 +352,7 @@ def requests_page(
 
 
 def _decode_request_cursor(cursor: str | None):
-    decoded = decode_cursor(cursor or None)
-    if decoded is None:
-        return None
-    try:
-        return dt.datetime.fromisoformat(decoded[0]), str(decoded[1])
-    except (TypeError, ValueError, IndexError, KeyError):
-        raise InvalidInputError("cursor is not one this console issued", "cursor") from None
+    return decode_time_id_cursor(cursor or None)
 
 
 def _form_page(request: Request, values: dict, error: str | None = None,
@@ -500,6 +517,9 @@ def _audit_filter(action, actor, subject_reference, model_version, forget_reques
         except ValueError:
             raise InvalidInputError(f"model_version: {model_version!r} is not a number",
                                     "model_version") from None
+        if not 1 <= version <= DB_INT_MAX:
+            raise InvalidInputError(f"model_version: {model_version!r} is out of range",
+                                    "model_version")
     return AuditFilter(
         since=views.parse_local_time(since, "since"), until=views.parse_local_time(until, "until"),
         action=action or None, actor=actor or None, subject_reference=subject_reference or None,
@@ -518,9 +538,7 @@ def audit_page(request: Request, action: AuditQuery = None, actor: AuditQuery = 
     auth.require(request, "audit")
     filters = _audit_filter(action, actor, subject_reference, model_version, forget_request_id,
                             since, until)
-    before_id = decode_cursor(cursor or None)
-    if before_id is not None and not isinstance(before_id, int):
-        raise InvalidInputError("cursor is not one this console issued", "cursor")
+    before_id = decode_id_cursor(cursor or None)
     ctx = _ctx(request)
     with ctx.db.session() as session:
         rows, next_id = audit_service.query(session, filters, PAGE_SIZE, before_id)
@@ -629,8 +647,9 @@ def try_page(request: Request, left: int | None = None, right: int | None = None
 
 
 class TryRequest(BaseModel):
-    versions: list[int] = Field(min_length=1, max_length=2)
-    instances: list[list[list[float]]] = Field(min_length=1, max_length=1)
+    versions: list[Annotated[int, Field(ge=1, le=DB_INT_MAX)]] = Field(min_length=1,
+                                                                        max_length=2)
+    instances: list[list[list[Pixel]]] = Field(min_length=1, max_length=1)
 
 
 @data.post("/try/predict")
@@ -656,7 +675,7 @@ def try_predict(request: Request, body: TryRequest) -> JSONResponse:
 # ---------------------------------------------------------------- alpha sweep
 
 @pages.get("/sweep", response_class=HTMLResponse)
-def sweep_page(request: Request, version: int | None = None,
+def sweep_page(request: Request, version: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
                digit: Annotated[int | None, Query(alias="class")] = None,
                alphas: Annotated[str | None, Query(max_length=300)] = None) -> Response:
     auth.require(request, "sweep")
@@ -685,7 +704,7 @@ def _png_response(content: bytes) -> Response:
 
 
 @data.get("/plots/versions/{version}/{kind}.png")
-def version_plot(request: Request, version: int, kind: str) -> Response:
+def version_plot(request: Request, version: VersionNumber, kind: str) -> Response:
     auth.require(request, "version")
     ctx = _ctx(request)
     with ctx.db.session() as session:
@@ -734,7 +753,7 @@ def request_plot(request: Request, request_id: str, kind: str) -> Response:
 
 
 @data.get("/plots/sweep/{version}/{digit}.png")
-def sweep_plot(request: Request, version: int, digit: int,
+def sweep_plot(request: Request, version: VersionNumber, digit: int,
                alphas: Annotated[str | None, Query(max_length=300)] = None) -> Response:
     auth.require(request, "sweep")
     ctx = _ctx(request)

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
                               description="Where registered datasets' packed copies live.")
     dataset_cache_size: int = Field(default=4, ge=1, le=256,
                                     description="Loaded datasets kept in memory.")
+    max_waits_per_key: int = Field(
+        default=4, ge=0, le=10_000,
+        description="?wait=true calls one API key may hold at once; over it: 202 at once.")
+    readiness_timeout_s: float = Field(
+        default=2.0, gt=0, le=60,
+        description="/readyz reports the database unreachable after this long.")
     # Security: API keys, certificates, request limits.
     signing_key_path: Path = Field(
         default=Path("./var/signing-key.pem"),
@@ -58,6 +64,26 @@ class Settings(BaseSettings):
     )
     bootstrap_admin_key: SecretStr | None = Field(
         default=None, description="The first admin key, instead of a generated one.")
+    audit_checkpoint_path: Path = Field(
+        default=Path("./var/audit-checkpoints.jsonl"),
+        description="Append-only file of signed audit chain-head checkpoints.")
+    audit_checkpoint_url: str | None = Field(
+        default=None, pattern=r"^s3://[^/]+(/.*)?$",
+        description="'s3://bucket/prefix' for checkpoints instead of the local file.")
+    audit_checkpoint_retain_days: int | None = Field(
+        default=None, ge=1, le=36500,
+        description="Object-lock retention (COMPLIANCE) of each S3 checkpoint object.")
+    audit_checkpoint_interval_s: float = Field(
+        default=60.0, ge=0, description="Seconds between checkpoints (0: only on start and "
+        "on certificates).")
+    auth_failures_per_address: str = Field(
+        default="20/minute",
+        description="Failed authentications one client address may make per window "
+        "(a 'limits' string such as '20/minute'); over it: 429 + Retry-After.")
+    auth_failures_per_key_prefix: str = Field(
+        default="20/minute",
+        description="Failed authentications per key prefix (first 12 characters) per "
+        "window; over it a wrong key gets 429, a valid one still passes.")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024,
                                 description="Larger request bodies get 413.")
 
@@ -159,6 +185,26 @@ class Settings(BaseSettings):
                              f"least twice {ENV_PREFIX}HEARTBEAT_S={self.heartbeat_s}")
         return self
 
+    @field_validator("auth_failures_per_address", "auth_failures_per_key_prefix")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError("must be a rate such as '20/minute' or '100/hour'") from None
+        return value
+
+    @field_validator("bootstrap_admin_key")
+    @classmethod
+    def _check_bootstrap_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = weak_key_reason(value.get_secret_value())
+            if problem:
+                raise ValueError(f"the bootstrap admin key {problem}")
+        return value
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
@@ -204,6 +250,25 @@ def allowed_host_list(value: str) -> tuple[str, ...]:
     return tuple(part.strip().lower().rstrip(".") for part in value.split(",") if part.strip())
 
 
+MIN_BOOTSTRAP_KEY_LENGTH = 32
+SECRET_FIELDS = {"bootstrap_admin_key"}
+
+
+def weak_key_reason(key: str) -> str | None:
+    """Why a chosen admin key does not look random enough (None: it does). At least 32
+    characters, at least 10 distinct ones, no character filling more than a quarter of it,
+    and not a short pattern repeated."""
+    if len(key) < MIN_BOOTSTRAP_KEY_LENGTH:
+        return (f"has {len(key)} characters; use at least {MIN_BOOTSTRAP_KEY_LENGTH} random "
+                f"ones (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+    if len(set(key)) < 10 or max(key.count(c) for c in set(key)) > len(key) / 4:
+        return "does not look random (too few distinct characters); generate one"
+    for period in range(1, len(key) // 2 + 1):
+        if all(key[i] == key[i % period] for i in range(len(key))):
+            return "is a repeated pattern, not a random key; generate one"
+    return None
+
+
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
@@ -213,6 +278,8 @@ def _describe(error: ValidationError) -> str:
         field = str(item["loc"][0]) if item["loc"] else "?"
         variable = ENV_PREFIX + field.upper()
         shown = os.environ.get(variable, item.get("input"))
+        if field in SECRET_FIELDS:
+            shown = "<hidden>"  # never echo a secret into logs
         parts.append(f"{variable}={shown!r}: {item['msg']}")
     return "invalid configuration: " + "; ".join(parts)
 

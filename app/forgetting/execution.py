@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import AuditAction, record
 from app.core.context import ServiceContext
+from app.db.retry import is_transient, retry_transient
 from app.db.base import utcnow
 from app.forgetting.models import ForgetRequest, RequestStatus
 from app.notifications.service import notify_final_status
@@ -248,11 +249,21 @@ class ExecutionProgress:
     def _flush(self, interval: float) -> None:
         if time.monotonic() - self.last_write < interval:
             return
+        values = {"progress": self.fraction}
         if self.phase_unwritten:
-            self.phase_unwritten = False
-            self._write(phase=self.current, progress=self.fraction)
-        else:
-            self._write(progress=self.fraction)
+            values["phase"] = self.current
+        try:
+            retry_transient(lambda: self._write(**values),
+                            what=f"progress of request {self.request_id}")
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            # Progress is informational: a database that stays away for a few seconds
+            # costs this report, never the running work (the next report writes again).
+            self.last_write = time.monotonic()
+            logger.warning("progress of request %s not written: %s", self.request_id, error)
+            return
+        self.phase_unwritten = False
 
     def phase(self, name: str) -> None:
         self.checkpoint()

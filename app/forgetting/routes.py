@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import get_actor, get_ctx, get_session
-from app.api.pagination import decode_cursor, encode_cursor
-from app.auth.deps import ANY_ROLE, require
-from app.auth.service import Role
+from app.api.deps import get_ctx, get_session
+from app.api.pagination import decode_time_id_cursor, encode_cursor
+from app.auth.deps import ANY_ROLE, get_principal, require
+from app.auth.service import Principal, Role
 from app.core.context import ServiceContext
 from app.core.errors import InvalidInputError
 from app.forgetting import service
 from app.forgetting.models import FINAL_STATUSES, ForgetRequest, RequestStatus
+from app.forgetting.waiting import wait_until
 from app.notifications.service import notify_final_status
 from app.registry.links import version_path
 from app.forgetting.schemas import (
@@ -95,13 +97,15 @@ def _sample_keys(request: ForgetRequest, ids: list[int]) -> list[int | str]:
              dependencies=OFFICERS,
              responses={200: {"model": ForgetRequestRead,
                               "description": "Finished (with ?wait=true)"}})
-def create_forget_request(
+async def create_forget_request(
     body: ForgetRequestCreate,
     request: Request,
     response: Response,
     ctx: Annotated[ServiceContext, Depends(get_ctx)],
-    actor: Annotated[str, Depends(get_actor)],
-    wait: Annotated[bool, Query(description="Return once the request has finished.")] = False,
+    principal: Annotated[Principal, Depends(get_principal)],
+    wait: Annotated[bool, Query(description=(
+        "Return once the request has finished (at most UNLEARN_WAIT_TIMEOUT_S). A key "
+        "already holding UNLEARN_MAX_WAITS_PER_KEY waiting calls gets 202 at once."))] = False,
     idempotency_key: Annotated[str | None, Header(
         alias="Idempotency-Key", min_length=1, max_length=200,
         description="Retry-safe filing: the same key with the same body returns the "
@@ -110,34 +114,33 @@ def create_forget_request(
     if body.callback_url is not None:
         check_callback_url(body.callback_url, ctx.settings)  # 422 naming callback_url
     model_name = body.model_name or ctx.model_name
-    created, replayed = service.submit_request(ctx.db, model_name, body, actor,
-                                               ctx.settings.max_sample_ids, idempotency_key,
-                                               data=ctx.model_data(model_name))
+    data = await run_in_threadpool(ctx.model_data, model_name)
+    # A coroutine, so that a waiting call holds no thread: filing and each status read
+    # are short trips to the thread pool (app.forgetting.waiting).
+    created, replayed = await run_in_threadpool(
+        partial(service.submit_request, ctx.db, model_name, body, principal.name,
+                ctx.settings.max_sample_ids, idempotency_key, data=data))
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
         request.app.state.notifier.notify()  # wake the in-process executor now
     response.headers["Location"] = f"/forget-requests/{created.id}"
-    if not wait:
+    if not wait or created.status in FINISHED:
+        response.status_code = 200 if created.status in FINISHED and wait else 202
         return to_read(created, ctx.model_name)
-    finished = _wait_until_finished(ctx, request, created.id, ctx.settings.wait_timeout_s)
+    slots = request.app.state.wait_slots
+    if not slots.try_acquire(principal.key_id):
+        return to_read(created, ctx.model_name)  # over the per-key bound: answer as without wait
+    try:
+        finished = await wait_until(
+            lambda: _read_request(ctx, created.id),
+            lambda current: current.status in FINISHED,
+            request.app.state.worker_done, ctx.settings.wait_timeout_s)
+    finally:
+        slots.release(principal.key_id)
     if finished.status in FINISHED:
         response.status_code = 200
     return to_read(finished, ctx.model_name)
-
-
-def _wait_until_finished(ctx: ServiceContext, request: Request, request_id: str,
-                         timeout_s: float) -> ForgetRequest:
-    deadline = time.monotonic() + timeout_s
-    done = request.app.state.worker_done
-    while True:
-        since = done.generation
-        with ctx.db.session() as session:
-            current = service.get_request(session, request_id)
-        if current.status in FINISHED or time.monotonic() >= deadline:
-            return current
-        # Woken by the embedded worker at once; a worker in another process is polled.
-        done.wait(since, min(ctx.settings.wait_poll_s, max(0.0, deadline - time.monotonic())))
 
 
 @router.post("/forget-requests/{request_id}/cancel", response_model=ForgetRequestRead,
@@ -153,6 +156,11 @@ def cancel_forget_request(request_id: Annotated[str, Path(max_length=64)],
     request.app.state.worker_done.notify()  # waiters on this request may return
     notify_final_status(ctx, request_id)  # metrics and the completion webhook
     return to_read(cancelled, ctx.model_name)
+
+
+def _read_request(ctx: ServiceContext, request_id: str) -> ForgetRequest:
+    with ctx.db.session() as session:
+        return service.get_request(session, request_id)
 
 
 @router.get("/forget-requests/{request_id}", response_model=ForgetRequestRead,
@@ -175,13 +183,7 @@ def list_forget_requests(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> ForgetRequestList:
-    before = None
-    decoded = decode_cursor(cursor)
-    if decoded is not None:
-        try:
-            before = (dt.datetime.fromisoformat(decoded[0]), str(decoded[1]))
-        except (TypeError, ValueError, IndexError, KeyError):
-            raise InvalidInputError("cursor is not one this service issued", "cursor") from None
+    before = decode_time_id_cursor(cursor)
     rows, last = service.list_requests(
         session, limit=limit, before=before,
         status=status.value if status else None,

@@ -1,14 +1,14 @@
+"""Probes. Both are coroutines that never use the request thread pool or the request
+database pool: liveness touches nothing at all, readiness uses its own connection and
+thread (``app.health.probe``)."""
+
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-
-from app.api.deps import get_ctx
-from app.core.context import ServiceContext
-from app.db.migrations import migration_status
 
 router = APIRouter(tags=["health"])
 
@@ -26,14 +26,18 @@ class Readiness(BaseModel):
 
 
 @router.get("/healthz", response_model=Health)
-def healthz() -> Health:
+async def healthz() -> Health:
     return Health(status="ok")
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-def readyz(ctx: Annotated[ServiceContext, Depends(get_ctx)]):
+async def readyz(request: Request):
     try:
-        current, head = migration_status(ctx.db.engine)
+        current, head = await request.app.state.readiness.migration_status()
+    except (asyncio.TimeoutError, TimeoutError):
+        body = Readiness(status="unavailable", database="unreachable: no answer in time",
+                         migrations="unknown")
+        return JSONResponse(body.model_dump(), status_code=503)
     except Exception as error:  # database unreachable
         body = Readiness(status="unavailable", database=f"unreachable: {type(error).__name__}",
                          migrations="unknown")

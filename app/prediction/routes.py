@@ -57,6 +57,7 @@ def _parse_body(raw: bytes) -> tuple[PredictRequest, list | None]:
         instances = None
         if isinstance(document, dict) and isinstance(document.get("instances"), list):
             instances = document.pop("instances")
+            service.check_numbers_only(instances)
         return PredictRequest.model_validate(document), instances
     except ValidationError as error:
         raise RequestValidationError(

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, Strict
+
+# A pixel is a JSON number: strict, so that true and "0.5" are refused, not converted.
+Pixel = Annotated[float, Strict()]
 
 
 class PredictRequest(BaseModel):
@@ -15,7 +20,7 @@ class PredictRequest(BaseModel):
     model_version: int | None = Field(
         default=None, ge=1, le=2_147_483_647, description="Version to answer; default: the production version."
     )
-    instances: list[list[list[float]]] | list[list[list[list[float]]]] | None = Field(
+    instances: list[list[list[Pixel]]] | list[list[list[list[Pixel]]]] | None = Field(
         default=None,
         description="Images shaped as the model's dataset, floats in [0, 1]: H x W arrays "
         "for one-channel images (28x28 for MNIST), C x H x W for colour.",

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy.orm import Session
 
 from app.api.deps import get_actor, get_ctx, get_session
-from app.api.pagination import decode_cursor, encode_cursor
+from app.api.pagination import decode_id_cursor, encode_cursor
 from app.auth.deps import ANY_ROLE, require
 from app.auth.service import Role
 from app.core.context import ServiceContext
@@ -131,9 +131,7 @@ def list_models(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> VersionList:
     """The versions of one model (the default model unless ``?model=`` names another)."""
-    after = decode_cursor(cursor)
-    if after is not None and not isinstance(after, int):
-        raise InvalidInputError("cursor is not one this service issued", "cursor")
+    after = decode_id_cursor(cursor)
     model_name = model or ctx.model_name
     production = service.get_registered_model(session, model_name, "model").production_version
     rows, last = service.list_versions(session, model_name, limit, after)
