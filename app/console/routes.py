@@ -54,7 +54,8 @@ logger = logging.getLogger("unlearn.console")
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-FINISHED = {RequestStatus.completed.value, RequestStatus.failed.value}
+FINISHED = {RequestStatus.completed.value, RequestStatus.unverified.value,
+            RequestStatus.failed.value}
 PAGE_SIZE = 25
 PNG = "image/png"
 
@@ -393,7 +394,8 @@ def _file(request: Request, body: ForgetRequestCreate, actor: str) -> ForgetRequ
     ctx = _ctx(request)
     with ctx.db.session() as session:
         return forgetting_service.file_request(session, ctx.model_name, body, actor,
-                                               ctx.settings.max_sample_ids)
+                                               ctx.settings.max_sample_ids,
+                                               settings=ctx.settings, data=ctx.data.get())
 
 
 @pages.get("/forget-requests/{request_id}", response_class=HTMLResponse)

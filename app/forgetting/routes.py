@@ -32,7 +32,8 @@ router = APIRouter(tags=["forget requests"])
 OFFICERS = [Depends(require(Role.privacy_officer))]
 READERS = [Depends(require(Role.privacy_officer, Role.auditor))]
 
-FINISHED = {RequestStatus.completed.value, RequestStatus.failed.value}
+FINISHED = {RequestStatus.completed.value, RequestStatus.unverified.value,
+            RequestStatus.failed.value}
 
 
 def to_read(request: ForgetRequest) -> ForgetRequestRead:
@@ -56,6 +57,8 @@ def to_read(request: ForgetRequest) -> ForgetRequestRead:
         reason=request.reason,
         error=request.error,
         metrics=ForgetRequestMetrics(before=metrics.get("before"), after=metrics.get("after")),
+        acceptance=request.acceptance,
+        verification=request.verification,
         progress=request.progress,
         attempts=request.attempts,
         worker_id=request.worker_id,
@@ -91,7 +94,8 @@ def create_forget_request(
                     "original request; with a different body, 409.")] = None,
 ) -> ForgetRequestRead:
     created, replayed = service.submit_request(ctx.db, ctx.model_name, body, actor,
-                                               ctx.settings.max_sample_ids, idempotency_key)
+                                               ctx.settings.max_sample_ids, idempotency_key,
+                                               ctx.settings, ctx.data.get())
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from app.verification.criteria import AcceptanceOverrides
+
 ClassLabel = Annotated[int, Field(strict=True, ge=0, le=9)]
 SampleId = Annotated[int, Field(strict=True)]
 
@@ -56,6 +58,9 @@ class ForgetRequestCreate(BaseModel):
         min_length=1, max_length=200, description="The data subject / case reference."
     )
     reason: Text = Field(default="", max_length=2000)
+    acceptance: AcceptanceOverrides | None = Field(
+        default=None, description="Override the default acceptance criteria for this "
+        "request's target kind (see docs/verification.md).")
 
 
 class RequestLinks(BaseModel):
@@ -87,6 +92,11 @@ class ForgetRequestRead(BaseModel):
     reason: str
     error: str | None
     metrics: ForgetRequestMetrics
+    acceptance: dict[str, Any] | None = Field(
+        default=None, description="The thresholds the new version is held to.")
+    verification: dict[str, Any] | None = Field(
+        default=None, description="passed, criteria [{name, threshold, value, passed, "
+        "available, note}], failed, membership evidence, notes, calibration.")
     progress: float
     attempts: int = Field(description="Claims so far (a vanished worker's claim counts).")
     worker_id: str | None = Field(default=None, description="The worker holding it now.")

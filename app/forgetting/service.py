@@ -20,12 +20,14 @@ from app.core.errors import (
     PayloadTooLargeError,
 )
 from app.forgetting.models import ForgetRequest, RequestStatus
+from app.core.config import Settings, get_settings
 from app.forgetting.schemas import ForgetRequestCreate
-from app.ml.data import TRAIN_SIZE
+from app.ml.data import TRAIN_SIZE, ImageData
 from app.db.session import Database
 from app.registry.service import resolve_version
-from app.unlearning.base import MethodParams, UnlearningMethod
+from app.unlearning.base import ForgetTarget, MethodParams, UnlearningMethod
 from app.unlearning.catalog import METHODS, get_method
+from app.verification.criteria import resolve_acceptance
 
 
 def validate_method_params(method_name: str, params: dict) -> tuple[UnlearningMethod, MethodParams]:
@@ -75,15 +77,25 @@ def validate_target(method: UnlearningMethod, classes: list[int], sample_ids: li
 
 def file_request(session: Session, model_name: str, body: ForgetRequestCreate, actor: str,
                  max_sample_ids: int, idempotency_key: str | None = None,
-                 body_sha256: str | None = None) -> ForgetRequest:
-    """Validate a request completely, then queue it with its audit entry (one transaction)."""
+                 body_sha256: str | None = None, settings: Settings | None = None,
+                 data: ImageData | None = None) -> ForgetRequest:
+    """Validate a request completely, then queue it with its audit entry (one transaction).
+
+    ``settings`` give the default acceptance criteria (the process's settings when None);
+    with ``data``, the method also checks its parameters against the target's size."""
     method, params = validate_method_params(body.method, body.params)
     classes, sample_ids = validate_target(method, body.classes, body.sample_ids, max_sample_ids)
+    acceptance = resolve_acceptance(settings or get_settings(), classes, sample_ids,
+                                    body.acceptance)
     source = resolve_version(session, model_name, body.model_version)
     if source.kind not in method.model_kinds:
         raise InvalidInputError(
             f"method {method.name!r} works on model kinds {', '.join(method.model_kinds)}; "
             f"version {source.version} is of kind {source.kind!r}", "method")
+    if data is not None:
+        method.check_request(params, ForgetTarget(
+            tuple(classes), tuple(sample_ids), prior_classes=tuple(source.forgotten_classes),
+            prior_sample_ids=tuple(source.forgotten_sample_ids)), data)
     already_forgotten = sorted(set(sample_ids) & set(source.forgotten_sample_ids))
     request = ForgetRequest(
         id=str(uuid.uuid4()),
@@ -95,6 +107,7 @@ def file_request(session: Session, model_name: str, body: ForgetRequestCreate, a
         target_classes=classes,
         target_sample_ids=sample_ids,
         already_forgotten_sample_ids=already_forgotten,
+        acceptance=acceptance,
         requested_by=body.requested_by,
         subject_reference=body.subject_reference,
         reason=body.reason,
@@ -112,6 +125,7 @@ def file_request(session: Session, model_name: str, body: ForgetRequestCreate, a
             "params": request.params, "classes": classes,
             "sample_id_count": len(sample_ids),
             "already_forgotten_sample_count": len(already_forgotten), "reason": body.reason,
+            "acceptance": acceptance,
         },
     )
     return request
@@ -125,8 +139,9 @@ def request_body_sha256(model_name: str, body: ForgetRequestCreate) -> str:
 
 
 def submit_request(db: Database, model_name: str, body: ForgetRequestCreate, actor: str,
-                   max_sample_ids: int,
-                   idempotency_key: str | None = None) -> tuple[ForgetRequest, bool]:
+                   max_sample_ids: int, idempotency_key: str | None = None,
+                   settings: Settings | None = None,
+                   data: ImageData | None = None) -> tuple[ForgetRequest, bool]:
     """File a request in its own transaction; returns (request, replayed).
 
     With an idempotency key, a retry with the same body returns the request first filed
@@ -135,7 +150,8 @@ def submit_request(db: Database, model_name: str, body: ForgetRequestCreate, act
     winner's row."""
     if idempotency_key is None:
         with db.session() as session:
-            return file_request(session, model_name, body, actor, max_sample_ids), False
+            return file_request(session, model_name, body, actor, max_sample_ids,
+                                settings=settings, data=data), False
     digest = request_body_sha256(model_name, body)
     for _ in range(3):
         try:
@@ -152,7 +168,7 @@ def submit_request(db: Database, model_name: str, body: ForgetRequestCreate, act
                         )
                     return existing, True
                 return file_request(session, model_name, body, actor, max_sample_ids,
-                                    idempotency_key, digest), False
+                                    idempotency_key, digest, settings, data), False
         except IntegrityError:
             continue  # a concurrent POST with this key committed first: read it
     raise ConflictError(f"Idempotency-Key {idempotency_key!r} is contended; retry",
