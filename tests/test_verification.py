@@ -3,15 +3,18 @@ promotion, no certificate, audit and console say why), per-request overrides, an
 refusal of a selection threshold that cannot select anything."""
 
 import pytest
+from fastapi.testclient import TestClient
 
-from tests.conftest import forget_body
+from app.main import create_app
+from tests.conftest import api_key, forget_body
+from tests.test_console import log_in
 
 
 def _criterion(request: dict, name: str) -> dict:
     return next(c for c in request["verification"]["criteria"] if c["name"] == name)
 
 
-def test_request_failing_its_criteria_is_unverified_and_never_certified(client):
+def test_request_failing_its_criteria_is_unverified_and_never_certified(client, ctx):
     # alpha = 1 leaves the output layer as it is: class 2 is still recognised.
     response = client.post("/forget-requests?wait=true",
                            json=forget_body(params={"alpha": 1.0}))
@@ -46,7 +49,10 @@ def test_request_failing_its_criteria_is_unverified_and_never_certified(client):
     assert entry["details"]["verification"]["failed"] == ["forget_class_test_accuracy"]
     assert client.get("/forget-requests", params={"status": "unverified"}).json()["items"]
 
-    page = client.get(f"/console/forget-requests/{request['id']}")
+    with TestClient(create_app(ctx), follow_redirects=False) as console:
+        console.admin_key = api_key(ctx, "admin", name="console-admin")
+        log_in(console)
+        page = console.get(f"/console/forget-requests/{request['id']}")
     assert page.status_code == 200
     assert "unverified" in page.text and "forget_class_test_accuracy" in page.text
     assert "not met" in page.text
@@ -96,7 +102,7 @@ def test_bad_acceptance_is_422_naming_the_field(client, acceptance, field):
 
 def test_class_only_criterion_on_a_sample_target_is_422(client, small_data):
     response = client.post("/forget-requests", json=forget_body(
-        classes=[], sample_ids=small_data.train_ids[:3].tolist(), method="ssd",
+        classes=[], sample_ids=small_data.train_ids[:3].tolist(), method="ssd", params={},
         acceptance={"forget_accuracy_max": 0.1}))
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "acceptance.forget_accuracy_max"

@@ -674,7 +674,9 @@ def request_plot(request: Request, request_id: str, kind: str) -> Response:
     with ctx.db.session() as session:
         row = forgetting_service.get_request(session, request_id[:64])
     metrics = row.metrics or {}
-    if row.status != RequestStatus.completed.value or not metrics.get("after"):
+    # Unverified requests have results too: the console shows them for inspection.
+    if row.status not in (RequestStatus.completed.value, RequestStatus.unverified.value) \
+            or not metrics.get("after"):
         raise NotFoundError(f"forget request {row.id} has no results to plot yet")
     before, after = metrics["before"], metrics["after"]
     source, result = f"v{row.source_version}", f"v{row.result_version}"
