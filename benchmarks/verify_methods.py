@@ -76,12 +76,13 @@ def scenario_target(name: str, data, seed: int) -> dict:
     return {"classes": [], "sample_ids": sorted(data.train_ids[pick].tolist())}
 
 
-def method_params(method: str, seed: int, importance_samples: int | None) -> dict:
+def method_params(method: str, seed: int, importance_samples: int | None,
+                  fisher_samples: int) -> dict:
     return {
         "output_dampening": {"alpha": 0.01},
         # Default SSD (calibrate: true); [D] on a seeded subsample to fit this machine.
         "ssd": {"importance_samples": importance_samples} if importance_samples else {},
-        "fisher": {"seed": seed},
+        "fisher": {"seed": seed, "fisher_samples": fisher_samples},
         "retrain": {"seed": seed},
     }[method]
 
@@ -173,6 +174,7 @@ def measure(args, results_path: Path) -> None:
                           "methods": args.methods, "shadows": args.shadows,
                           "shadow_epochs": args.shadow_epochs,
                           "importance_samples": args.importance_samples,
+                          "fisher_samples": args.fisher_samples,
                           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                           "load_average_at_start": os.getloadavg()}, "runs": []}
     start = time.perf_counter()
@@ -188,7 +190,7 @@ def measure(args, results_path: Path) -> None:
                     continue  # forgets classes only
                 request, elapsed = run_request(
                     ctx, base.version, target, method,
-                    method_params(method, seed, args.importance_samples))
+                    method_params(method, seed, args.importance_samples, args.fisher_samples))
                 run = {"seed": seed, "scenario": scenario, "method": method, "wall_s": elapsed,
                        "load_average": os.getloadavg()[0], **figures_of(request)}
                 results["runs"].append(run)
@@ -306,6 +308,7 @@ def main() -> None:
     parser.add_argument("--shadow-epochs", type=int, default=None,
                         help="Epochs per shadow (default: the base recipe, 2).")
     parser.add_argument("--importance-samples", type=int, default=10_000)
+    parser.add_argument("--fisher-samples", type=int, default=1000)
     parser.add_argument("--train-size", type=int, default=20_000,
                         help="Seeded subset of the training split (60000: all of it).")
     parser.add_argument("--test-size", type=int, default=None,

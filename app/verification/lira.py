@@ -222,8 +222,12 @@ def set_figures(z: np.ndarray, z_nonmembers: np.ndarray, fpr: float) -> dict:
     return {
         "samples": int(len(z)),
         "samples_tested": int(len(tested)),
+        # Flagged by the Gaussian test (threshold Phi^-1(1 - fpr) on z).
         "flagged": flagged,
         "flagged_fraction": round(flagged / len(tested), 4) if len(tested) else None,
+        # Detected with the threshold set on never-seen images under the same model (its
+        # (1 - fpr) quantile): robust to a shift of the whole model against its shadows.
+        "detected": None if tpr is None else int(round(tpr * len(tested))),
         "tpr_at_fpr": None if tpr is None else round(tpr, 4),
         "auc": None if area is None else round(area, 4),
     }
