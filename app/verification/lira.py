@@ -101,6 +101,7 @@ def train_shadows(directory: Path, data: ImageData, architecture_builder: Callab
         shadow_recipe = TrainingRecipe(**{**recipe.to_dict(),
                                           "seed": bank_seed * 100_003 + index})
         picked = torch.from_numpy(np.flatnonzero(member))
+        torch.manual_seed(shadow_recipe.seed)  # the initial weights too, not only the order
         model = train_model(data.train_images[picked], data.train_labels[picked],
                             shadow_recipe, model=architecture_builder())
         train_phi = logit_confidence_from_loss(
