@@ -180,7 +180,10 @@ def test_calibrated_ssd_forgets_a_class_without_reading_the_test_split(small_dat
     assert all(not c["passed"] for c in evaluated[:-1])
     changes = [c["relative_change"] for c in evaluated]
     assert changes == sorted(changes)  # least change first
-    assert any("skipped" in c for c in report["candidates"])  # alpha >= |D|/|Df|
+    bound = train.num_train / int((train.train_labels == 2).sum())
+    assert report["selection_bound"] == pytest.approx(bound, abs=1e-3)
+    for candidate in report["candidates"]:  # alpha >= |D|/|Df| would select nothing
+        assert ("skipped" in candidate) == (candidate["alpha"] >= bound)
 
     # Judged afterwards on the real test split (all 10,000 MNIST test images), by the
     # default criteria.
