@@ -624,6 +624,47 @@ def datasets_show(name: Annotated[str, typer.Argument()]) -> None:
     typer.echo(json.dumps(_dataset_json(row), indent=2))
 
 
+shadows_cli = typer.Typer(help="Shadow models of the per-sample membership test.",
+                          no_args_is_help=True)
+cli.add_typer(shadows_cli, name="shadows")
+
+
+@shadows_cli.command("train")
+def shadows_train(
+    model: Annotated[str | None, typer.Option(help="Model name (default UNLEARN_MODEL_NAME).")
+                     ] = None,
+    count: Annotated[int, typer.Option(min=2, max=1024, help="Shadow models in the bank.")] = 16,
+    version: Annotated[int | None, typer.Option(
+        help="A version of the lineage (default: the production version); the bank belongs "
+             "to the lineage's root.")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        min=1, help="Training epochs per shadow (default: the root's recipe).")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the random halves.")] = 0,
+) -> None:
+    """Train the lineage's shadow bank: each shadow on a seeded random half of the training
+    split, its statistics saved as it completes (rerun to resume after an interruption)."""
+    from app.core.context import build_context
+    from app.core.errors import ServiceError
+    from app.verification.service import train_shadow_bank
+
+    settings = _settings()
+    _configure_logging(settings.log_level, settings.log_format)
+    ctx = build_context(settings)
+
+    def report(index: int, total: int, state: str) -> None:
+        typer.echo(f"shadow {index + 1}/{total}: {state}")
+
+    try:
+        root, paths = train_shadow_bank(ctx, model or settings.model_name, count, version,
+                                        epochs, seed, report)
+    except (ServiceError, ValueError) as error:
+        _fail(getattr(error, "message", str(error)))
+    finally:
+        ctx.close()
+    typer.echo(f"shadow bank of version {root.version}: {len(paths)} shadow models in "
+               f"{paths[0].parent}")
+
+
 def main() -> None:
     try:
         cli()

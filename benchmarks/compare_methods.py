@@ -53,10 +53,13 @@ FIGURES = (  # (key, label, source in the request's "after" metrics)
     ("retain_acc", "retain acc", ("retain", "accuracy")),
     ("test_forget_acc", "test acc (forget classes)", ("test_forget", "accuracy")),
     ("test_retain_acc", "test acc (others)", ("test_retain", "accuracy")),
-    ("mia_entropy", "MIA entropy (forget called member)",
-     ("membership_inference", "entropy_forget_member_rate")),
-    ("mia_loss", "MIA loss-attack acc", ("membership_inference", "loss_attack_accuracy")),
+    ("mia_entropy", "MIA entropy AUC (forget vs test)",
+     ("membership_inference", "entropy_auc")),
+    ("mia_loss", "MIA loss AUC (forget vs test)", ("membership_inference", "loss_auc")),
 )
+# The entropy attack is reported but left out of the average gap: on a 99%-accurate MNIST
+# model forget and test images both have near-zero entropy, and the figure is noise.
+NOT_IN_GAP = {"mia_entropy"}
 
 
 def scenario_target(name: str, data, seed: int) -> dict:
@@ -105,7 +108,8 @@ def run_request(ctx, version: int, target: dict, method: str, params: dict) -> t
 
 def figure(metrics: dict, path: tuple[str, str]) -> float | None:
     section = metrics.get(path[0])
-    return None if section is None else section.get(path[1])
+    value = None if section is None else section.get(path[1])
+    return value.get("value") if isinstance(value, dict) else value  # an AUC with its interval
 
 
 def main() -> None:
@@ -200,7 +204,7 @@ def report(results: dict, out: Path) -> None:
     lines = [
         f"Seeds: {sorted({r['seed'] for r in runs})}; mean ± population std over seeds "
         f"where several. Accuracies and MIA figures in %, gaps in points (|method − "
-        f"retrain|, same seed); avg gap = mean of the six gaps; time = wall seconds per "
+        f"retrain|, same seed); avg gap = mean of the gaps except the entropy AUC's; time = wall seconds per "
         f"request (filing + execution + before/after metrics on 70,000 images).", "",
     ]
     header = ["scenario", "method", *[label for _, label, _ in FIGURES], "time s",
@@ -220,7 +224,7 @@ def report(results: dict, out: Path) -> None:
                 if gold is None:
                     continue
                 gaps = [abs(r[k] - gold[k]) * 100 for k, _, _ in FIGURES
-                        if r[k] is not None and gold[k] is not None]
+                        if k not in NOT_IN_GAP and r[k] is not None and gold[k] is not None]
                 gaps_per_seed.append(statistics.fmean(gaps))
                 speedups.append(gold["wall_s"] / r["wall_s"])
             avg_gap = _mean_spread(gaps_per_seed) if gaps_per_seed else "n/a"
@@ -281,8 +285,8 @@ def plot(runs: list[dict], scenarios: list[str], methods: list[str], path: Path)
     import matplotlib.pyplot as plt
 
     panels = [("forget_acc", "forget acc %"), ("test_retain_acc", "test acc, others %"),
-              ("mia_entropy", "MIA entropy: forget called member %"),
-              ("mia_loss", "MIA loss-attack acc %"), ("wall_s", "wall time s (log)")]
+              ("mia_entropy", "MIA entropy AUC x100"),
+              ("mia_loss", "MIA loss AUC x100"), ("wall_s", "wall time s (log)")]
     fig, axes = plt.subplots(len(scenarios), len(panels),
                              figsize=(4 * len(panels), 3 * len(scenarios)), squeeze=False)
     for row, scenario in enumerate(scenarios):

@@ -97,7 +97,15 @@ def database_url(request, tmp_path):
     _drop_postgres_database(url)
 
 
+# The test model (one epoch on 6,000 images, ~94% on class 2) with the tests' usual
+# output dampening (alpha 0.01) keeps about 1% of class 2: the service's default class
+# criterion (1%) sits right on it, so the test service holds class requests to 5%. The
+# verification tests set their own thresholds and check both outcomes.
+TEST_ACCEPTANCE = {"acceptance_classes_forget_accuracy_max": 0.05}
+
+
 def make_settings(tmp_path: Path, database_url: str, feature_cache_dir: Path, **overrides):
+    overrides = {**TEST_ACCEPTANCE, **overrides}
     return load_settings(
         database_url=database_url,
         artifact_dir=tmp_path / "models",

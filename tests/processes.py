@@ -37,6 +37,8 @@ def service_env(settings, **overrides) -> dict[str, str]:
         "UNLEARN_SIGNING_KEY_PATH": str(settings.signing_key_path),
         "UNLEARN_AUDIT_CHECKPOINT_PATH": str(settings.audit_checkpoint_path),
         "UNLEARN_LOG_LEVEL": "info",
+        "UNLEARN_ACCEPTANCE_CLASSES_FORGET_ACCURACY_MAX": str(
+            settings.acceptance_classes_forget_accuracy_max),
         "OMP_NUM_THREADS": "1",  # several processes share two cores
     })
     env.update({f"UNLEARN_{key.upper()}": str(value) for key, value in overrides.items()})

@@ -19,11 +19,20 @@ from tests.conftest import authorized, forget_body, make_ctx, make_settings
 def test_sample_id_forgetting_with_ssd_and_lineage(client, small_data):
     ids = small_data.train_ids[:120].tolist()
     body = forget_body(classes=[], sample_ids=ids[:80] + ids[:5], method="ssd",
-                       params={"alpha": 10, "lambda": 1})
+                       params={"alpha": 10, "lambda": 1, "importance_samples": 1000,
+                               "calibrate": False})
     first = client.post("/forget-requests?wait=true", json=body)
     assert first.status_code == 200, first.text
     first = first.json()
-    assert first["status"] == "completed", first["error"]
+    # No shadow bank for this lineage: the per-sample membership criterion has no
+    # evidence, says so, and does not pass; the version is stored but unverified.
+    assert first["status"] == "unverified", first["error"]
+    membership = next(c for c in first["verification"]["criteria"]
+                      if c["name"] == "forget_membership_flagged")
+    assert membership["available"] is False and membership["passed"] is False
+    assert membership["note"].startswith("not available: no shadow models")
+    assert first["verification"]["membership"]["available"] is False
+    assert first["verification"]["failed"] == ["forget_membership_flagged"]
     assert first["params"]["lambda"] == 1 and first["params"]["alpha"] == 10
     assert first["sample_ids"] == sorted(ids[:80])  # deduplicated
     assert first["already_forgotten_sample_ids"] == []
@@ -32,16 +41,21 @@ def test_sample_id_forgetting_with_ssd_and_lineage(client, small_data):
     assert first["metrics"]["before"]["forget"]["count"] == 80
     assert after["test_forget"] is None  # no class targeted
     mia = after["membership_inference"]
-    assert 0.0 <= mia["entropy_forget_member_rate"] <= 1.0
-    assert 0.0 <= mia["loss_attack_accuracy"] <= 1.0
+    for attack in ("entropy_auc", "loss_auc"):
+        low, high = mia[attack]["ci95"]
+        assert 0.0 <= low <= mia[attack]["value"] <= high <= 1.0
+        assert mia[attack]["forget_count"] == 80
     assert "membership_inference" in first["metrics"]["before"]
 
     # Overlapping second request from the new version: the overlap is reported, and the
     # cumulative set counts every sample once.
     second = client.post("/forget-requests?wait=true", json=forget_body(
-        classes=[], sample_ids=ids[60:120], method="ssd", params={},
-        model_version=first["result_version"])).json()
-    assert second["status"] == "completed", second["error"]
+        classes=[], sample_ids=ids[60:120], method="ssd",
+        params={"importance_samples": 1000}, model_version=first["result_version"])).json()
+    assert second["status"] == "unverified", second["error"]
+    calibration = second["verification"]["calibration"]
+    assert calibration["calibrated"] is True
+    assert calibration["validation"]["membership_test"] == "not available (no shadow bank)"
     assert second["already_forgotten_sample_ids"] == sorted(ids[60:80])
     version = client.get(f"/models/{second['result_version']}").json()
     assert version["forgotten_sample_ids"] == sorted(ids[:120])
@@ -104,7 +118,12 @@ def test_sisa_version_predicts_and_forgets_through_the_api(tiny_client):
     done = client.post("/forget-requests?wait=true", json=forget_body(
         classes=[], sample_ids=forget_ids, method="sisa", params={},
         model_version=row.version)).json()
-    assert done["status"] == "completed", done["error"]
+    # Exact, and still checked: SISA ensembles have no shadow bank, so the per-sample
+    # membership criterion has no evidence and the request is not certified.
+    assert done["status"] == "unverified", done["error"]
+    assert done["verification"]["exact"] is True
+    assert done["verification"]["failed"] == ["forget_membership_flagged"]
+    assert "kind 'sisa'" in done["verification"]["membership"]["reason"]
     child = client.get(f"/models/{done['result_version']}").json()
     assert child["kind"] == "sisa"
     assert child["model_card"]["forget_report"]["retrained_shards"] == [1]

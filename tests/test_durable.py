@@ -44,7 +44,7 @@ def make_durable_ctx(tmp_path, database_url, feature_cache_dir, small_data, trai
 
 def file(ctx, **overrides) -> str:
     request, _ = submit_request(ctx.db, ctx.model_name, ForgetRequestCreate(**forget_body(**overrides)),
-                                "test", ctx.settings.max_sample_ids,
+                                "test", ctx.settings.max_sample_ids, settings=ctx.settings,
                                 data=ctx.model_data(ctx.model_name))
     return request.id
 

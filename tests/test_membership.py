@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from app.evaluation.membership import (
+    auc,
+    auc_with_interval,
     entropy_attack,
     loss_threshold_attack,
     request_membership,
@@ -56,8 +58,9 @@ def test_request_membership_on_logits():
         softmax_entropy(train_logits), loss(train_logits, train_labels, reduction="none").numpy(),
         softmax_entropy(test_logits), loss(test_logits, test_labels, reduction="none").numpy(),
         forget.numpy(), (~forget).numpy(), np.zeros(200, dtype=bool), False)
-    assert result["entropy_forget_member_rate"] == 1.0  # still remembered
-    assert result["loss_attack_accuracy"] == 1.0
+    # Still remembered: the forget set is told from never-seen images every time.
+    assert result["entropy_auc"]["value"] == 1.0 and result["entropy_auc"]["ci95"] == [1.0, 1.0]
+    assert result["loss_auc"]["value"] == 1.0
     assert abs(softmax_entropy(torch.zeros(1, 10))[0] - np.log(10)) < 1e-12
 
 
@@ -80,3 +83,26 @@ def test_one_feature_logistic_regression_matches_scikit_learn():
             weight, intercept = fit_logistic_1d(x, y, _balanced_weights(y) if balanced else None)
             assert weight == pytest.approx(reference.coef_[0, 0], rel=1e-5, abs=1e-9)
             assert intercept == pytest.approx(reference.intercept_[0], rel=1e-5, abs=1e-7)
+
+
+def test_auc_matches_scikit_learn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    positive = np.round(rng.normal(0.3, 1.0, 700), 1)  # rounding makes ties
+    negative = np.round(rng.normal(0.0, 1.0, 400), 1)
+    expected = roc_auc_score(np.r_[np.ones(700), np.zeros(400)], np.r_[positive, negative])
+    assert auc(positive, negative) == pytest.approx(expected, abs=1e-12)
+    assert auc(positive, np.array([])) is None
+
+
+def test_auc_interval_covers_chance_for_one_distribution_and_is_seeded():
+    rng = np.random.default_rng(6)
+    forget, nonmember = rng.normal(0, 1, 600), rng.normal(0, 1, 3000)
+    same = auc_with_interval(forget, nonmember, seed=2)
+    low, high = same["ci95"]
+    assert low < 0.5 < high and high - low < 0.15
+    assert same == auc_with_interval(forget, nonmember, seed=2)  # reproducible
+    assert same["forget_count"] == 600 and same["nonmember_count"] == 1000  # subsampled
+    shifted = auc_with_interval(rng.normal(1.0, 1, 600), nonmember, seed=2)
+    assert shifted["ci95"][0] > 0.7

@@ -85,7 +85,7 @@ def test_killed_worker_request_completes_exactly_once_on_another(
         tmp_path, postgres_url, feature_cache_dir, small_data, trained_state):
     ctx = prepared(tmp_path, postgres_url, feature_cache_dir, small_data, trained_state)
     request, _ = submit_request(ctx.db, ctx.model_name, ForgetRequestCreate(**forget_body()),
-                                "test", ctx.settings.max_sample_ids,
+                                "test", ctx.settings.max_sample_ids, settings=ctx.settings,
                                 data=ctx.model_data(ctx.model_name))
     first = start_worker(ctx.settings, tmp_path / "worker-1.log", **FAST_RECOVERY,
                          test_execution_delay_s=60)

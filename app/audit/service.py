@@ -26,6 +26,8 @@ class AuditAction(str, enum.Enum):
     forget_request_received = "forget_request.received"
     forget_request_started = "forget_request.started"
     forget_request_completed = "forget_request.completed"
+    # Finished, but the new version failed (or lacked evidence for) an acceptance criterion.
+    forget_request_unverified = "forget_request.unverified"
     forget_request_failed = "forget_request.failed"
     # Durable execution: a vanished or stalled worker's request back in the queue, a
     # request handed back by a worker shutting down, and one cancelled by a person.

@@ -83,6 +83,27 @@ def _without_confusion_matrices(metrics: dict[str, Any] | None) -> dict[str, Any
             for name, value in metrics.items()}
 
 
+def _verification_summary(verification: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The checked claims: each criterion, the membership evidence's headline figures, and
+    what the evidence cannot show (a test without power says so here)."""
+    if verification is None:  # filed before verification existed
+        return None
+    membership = verification.get("membership") or {}
+    headline: dict[str, Any] = {"available": membership.get("available", False)}
+    if headline["available"]:
+        headline.update(shadow_models=membership["shadow_models"], fpr=membership["fpr"],
+                        source_forget=membership["source"]["forget"],
+                        result_forget=membership["result"]["forget"],
+                        result_retained_control=membership["result"]["retained_control"])
+    else:
+        headline["reason"] = membership.get("reason")
+    return {"passed": verification["passed"], "criteria": verification["criteria"],
+            "exact": verification.get("exact", False), "membership": headline,
+            "notes": verification.get("notes", []),
+            **({"calibration_chosen": verification["calibration"].get("chosen")}
+               if "calibration" in verification else {})}
+
+
 def _version_summary(row) -> dict[str, Any]:
     return {"model_name": row.model_name, "version": row.version,
             "parent_version": row.parent_version, "method": row.method,
@@ -94,6 +115,12 @@ def _version_summary(row) -> dict[str, Any]:
 def build_certificate(session: Session, request_id: str) -> dict[str, Any]:
     """The unsigned certificate body for a completed request."""
     request = get_request(session, request_id)
+    if request.status == RequestStatus.unverified.value:
+        failed = (request.verification or {}).get("failed") or []
+        raise ConflictError(
+            f"forget request {request_id!r} is unverified: its new version failed the "
+            f"acceptance criteria {', '.join(failed) or '(unknown)'}; no certificate is issued",
+            "request_id")
     if request.status != RequestStatus.completed.value:
         raise ConflictError(
             f"forget request {request_id!r} is {request.status}: certificates are issued "
@@ -101,7 +128,7 @@ def build_certificate(session: Session, request_id: str) -> dict[str, Any]:
     source = get_version(session, request.model_name, request.source_version)
     result = get_version(session, request.model_name, request.result_version)
     method = get_method(request.method)
-    exact = bool(getattr(method, "exact", False))
+    exact = bool(method.exact)
     metrics = request.metrics or {}
     entries = [{**record, "created_at": timestamp_text(record["created_at"])}
                for record in iter_records(session, forget_request_id=request.id)]
@@ -123,6 +150,7 @@ def build_certificate(session: Session, request_id: str) -> dict[str, Any]:
         "result_version": _version_summary(result),
         "metrics": {"before": _without_confusion_matrices(metrics.get("before")),
                     "after": _without_confusion_matrices(metrics.get("after"))},
+        "verification": _verification_summary(request.verification),
         "audit_entries": entries,
         "audit_chain_head": {"seq": head.seq, "hash": head.hash},
         "guarantees": {

@@ -447,7 +447,7 @@ def _file(request: Request, body: ForgetRequestCreate, actor: str) -> ForgetRequ
         model_name = body.model_name or _model_name(request)
         return forgetting_service.file_request(
             session, model_name, body, actor, ctx.settings.max_sample_ids,
-            data=ctx.model_data(model_name))
+            settings=ctx.settings, data=ctx.model_data(model_name))
 
 
 @pages.get("/forget-requests/{request_id}", response_class=HTMLResponse)
@@ -730,7 +730,9 @@ def request_plot(request: Request, request_id: str, kind: str) -> Response:
     with ctx.db.session() as session:
         row = forgetting_service.get_request(session, request_id[:64])
     metrics = row.metrics or {}
-    if row.status != RequestStatus.completed.value or not metrics.get("after"):
+    # Unverified requests have results too: the console shows them for inspection.
+    if row.status not in (RequestStatus.completed.value, RequestStatus.unverified.value) \
+            or not metrics.get("after"):
         raise NotFoundError(f"forget request {row.id} has no results to plot yet")
     before, after = metrics["before"], metrics["after"]
     source, result = f"v{row.source_version}", f"v{row.result_version}"

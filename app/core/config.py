@@ -87,6 +87,30 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024,
                                 description="Larger request bodies get 413.")
 
+    # Verification: the acceptance criteria a request's new version must meet (defaults
+    # per target kind; a request may override them under "acceptance").
+    acceptance_classes_forget_accuracy_max: float = Field(
+        default=0.01, ge=0.0, le=1.0,
+        description="Class targets: highest test accuracy on the forgotten classes.")
+    acceptance_classes_retain_drop_max: float = Field(
+        default=0.01, ge=0.0, le=1.0,
+        description="Class targets: largest fall of the other classes' test accuracy.")
+    acceptance_samples_retain_drop_max: float = Field(
+        default=0.01, ge=0.0, le=1.0,
+        description="Sample targets: largest fall of the test accuracy.")
+    acceptance_samples_membership_fpr: float = Field(
+        default=0.01, gt=0.0, le=0.5,
+        description="Sample targets: false-positive rate of the per-sample membership test.")
+    acceptance_samples_membership_significance: float = Field(
+        default=0.05, gt=0.0, lt=0.5,
+        description="Sample targets: significance of 'more flagged than chance'.")
+    shadow_dir: Path | None = Field(
+        default=None, description="Shadow-model banks of the per-sample membership test; "
+        "default UNLEARN_CACHE_DIR/shadows.")
+    shadow_min_count: int = Field(
+        default=4, ge=2, le=1024,
+        description="Fewest shadow models for the per-sample membership test to count.")
+
     # Durable execution (several API and worker processes on one database).
     artifact_url: str | None = Field(
         default=None,
@@ -204,6 +228,10 @@ class Settings(BaseSettings):
             if problem:
                 raise ValueError(f"the bootstrap admin key {problem}")
         return value
+
+    @property
+    def shadow_root(self) -> Path:
+        return self.shadow_dir if self.shadow_dir is not None else self.cache_dir / "shadows"
 
     @field_validator("device")
     @classmethod

@@ -41,6 +41,7 @@ from app.registry.models import ModelVersion
 from app.registry.service import artifact_key, get_version, insert_version
 from app.unlearning.base import ForgetTarget
 from app.unlearning.catalog import get_method
+from app.verification.service import run_method, verification_summary, verify_request
 
 logger = logging.getLogger("unlearn.worker")
 
@@ -339,7 +340,9 @@ def _execute(ctx: ServiceContext, request_id: str, execution_id: str,
         for parameter in working.parameters():
             parameter.requires_grad_(True)
         _test_only_delay(ctx, progress)
-        forgotten = method.forget(working, target, params, data, progress)
+        acceptance = request.acceptance or {}
+        forgotten = run_method(ctx, method, working, target, params, data, progress,
+                               acceptance, source, source_model)
         forgotten.eval()
 
         progress.phase("metrics")
@@ -348,13 +351,19 @@ def _execute(ctx: ServiceContext, request_id: str, execution_id: str,
         backbone = model_backbone_sha256(forgotten, state)
         after = ctx.evaluator.request_metrics(forgotten, backbone, data, target, sha)
         version_metrics = ctx.evaluator.version_metrics(forgotten, backbone, data, sha)
+        forget_report = getattr(forgotten, "forget_report", None)
+        verification = verify_request(
+            ctx, source, method, target, data, acceptance, before, after,
+            ctx.evaluator.outcomes(source_model, source.backbone_sha256, data,
+                                   source.artifact_sha256),
+            ctx.evaluator.outcomes(forgotten, backbone, data, sha), forget_report)
 
         progress.phase("publishing")
         key = artifact_key(request.model_name)
         ctx.store.put(key, payload)
         stored_key = key
         _publish(ctx, request_id, execution_id, source, key, sha, backbone, before, after,
-                 version_metrics, getattr(forgotten, "forget_report", None))
+                 version_metrics, forget_report, verification)
         logger.info("request %s: completed by %s in %.0f ms", request_id, execution_id,
                     1000 * (time.monotonic() - progress.started))
         return COMPLETED
@@ -397,7 +406,7 @@ PUBLISH_ATTEMPTS = 5
 
 
 def _publish(ctx, request_id, worker_id, source, key, sha, backbone, before, after,
-             version_metrics, forget_report=None) -> None:
+             version_metrics, forget_report=None, verification=None) -> None:
     """Commit the version row, the request's completion and the audit entry together.
 
     Version numbers are max+1 under the registered model's row lock; should two
@@ -406,7 +415,7 @@ def _publish(ctx, request_id, worker_id, source, key, sha, backbone, before, aft
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
             _publish_once(ctx, request_id, worker_id, source, key, sha, backbone, before,
-                          after, version_metrics, forget_report)
+                          after, version_metrics, forget_report, verification)
             return
         except IntegrityError:
             if attempt == PUBLISH_ATTEMPTS:
@@ -416,7 +425,9 @@ def _publish(ctx, request_id, worker_id, source, key, sha, backbone, before, aft
 
 
 def _publish_once(ctx, request_id, worker_id, source, key, sha, backbone, before, after,
-                  version_metrics, forget_report=None) -> None:
+                  version_metrics, forget_report=None, verification=None) -> None:
+    verified = verification is None or verification["passed"]
+    status = RequestStatus.completed if verified else RequestStatus.unverified
     with ctx.db.write_session() as session:
         finished = utcnow()
         # Conditional on this execution still holding the request: the row lock it takes
@@ -425,7 +436,7 @@ def _publish_once(ctx, request_id, worker_id, source, key, sha, backbone, before
             update(ForgetRequest)
             .where(ForgetRequest.id == request_id, ForgetRequest.worker_id == worker_id,
                    ForgetRequest.status == RequestStatus.running.value)
-            .values(status=RequestStatus.completed.value, progress=1.0, phase="publishing",
+            .values(status=status.value, progress=1.0, phase="publishing",
                     finished_at=finished, heartbeat_at=finished, error=None)
         ).rowcount
         if held != 1:
@@ -455,8 +466,12 @@ def _publish_once(ctx, request_id, worker_id, source, key, sha, backbone, before
         )
         request.result_version = version.version
         request.metrics = {"before": before, "after": after}
+        request.verification = verification
         record(
-            session, AuditAction.forget_request_completed, f"worker:{worker_id}",
+            session,
+            AuditAction.forget_request_completed if verified
+            else AuditAction.forget_request_unverified,
+            f"worker:{worker_id}",
             subject_reference=request.subject_reference, forget_request_id=request.id,
             model_name=request.model_name, model_version=version.version,
             details={
@@ -464,6 +479,8 @@ def _publish_once(ctx, request_id, worker_id, source, key, sha, backbone, before
                 "method": request.method, "params": request.params,
                 "artifact_sha256": sha, "attempt": request.attempts, "worker": worker_id,
                 "before": _metrics_summary(before), "after": _metrics_summary(after),
+                **({"verification": verification_summary(verification)}
+                   if verification else {}),
             },
         )
 

@@ -14,12 +14,15 @@ class RequestStatus(str, enum.Enum):
     queued = "queued"
     running = "running"
     completed = "completed"
+    # Finished, but the new version did not meet its acceptance criteria (or evidence for
+    # one was missing): stored for inspection, never promoted, no certificate.
+    unverified = "unverified"
     failed = "failed"
     cancelled = "cancelled"
 
 
-FINAL_STATUSES = frozenset({RequestStatus.completed.value, RequestStatus.failed.value,
-                            RequestStatus.cancelled.value})
+FINAL_STATUSES = frozenset({RequestStatus.completed.value, RequestStatus.unverified.value,
+                            RequestStatus.failed.value, RequestStatus.cancelled.value})
 
 
 class ForgetRequest(Base):
@@ -42,6 +45,10 @@ class ForgetRequest(Base):
     # Requested IDs that the source version's lineage had already forgotten (reported,
     # and counted once in the new version's cumulative set). NULL on rows filed before 0004.
     already_forgotten_sample_ids: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    # The acceptance thresholds resolved at filing time, and the verification of the new
+    # version against them (criteria, membership evidence, calibration). NULL before 0010.
+    acceptance: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    verification: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     requested_by: Mapped[str] = mapped_column(String(200))
     subject_reference: Mapped[str] = mapped_column(String(200), index=True)
     reason: Mapped[str] = mapped_column(Text, default="")

@@ -65,6 +65,8 @@ def to_read(request: ForgetRequest, default_model: str) -> ForgetRequestRead:
         metrics=ForgetRequestMetrics(before=metrics.get("before"), after=metrics.get("after")),
         queue=request.queue,
         phase=request.phase,
+        acceptance=request.acceptance,
+        verification=request.verification,
         progress=request.progress,
         attempts=request.attempts,
         worker_id=request.worker_id,
@@ -119,7 +121,8 @@ async def create_forget_request(
     # are short trips to the thread pool (app.forgetting.waiting).
     created, replayed = await run_in_threadpool(
         partial(service.submit_request, ctx.db, model_name, body, principal.name,
-                ctx.settings.max_sample_ids, idempotency_key, data=data))
+                ctx.settings.max_sample_ids, idempotency_key, settings=ctx.settings,
+                data=data))
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:

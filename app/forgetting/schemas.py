@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
+from app.verification.criteria import AcceptanceOverrides
+
 def _index_or_name(max_length: int):
     """An integer (never a bool) or a non-empty string: one error location per item, where
     a plain union would report one per union member."""
@@ -82,6 +84,9 @@ class ForgetRequestCreate(BaseModel):
         default=None, max_length=2000,
         description="Told with a signed POST when the request reaches a final status; its "
         "host must be on the service's allow-list (docs/operations.md).")
+    acceptance: AcceptanceOverrides | None = Field(
+        default=None, description="Override the default acceptance criteria for this "
+        "request's target kind (see docs/verification.md).")
 
 
 class RequestLinks(BaseModel):
@@ -127,6 +132,11 @@ class ForgetRequestRead(BaseModel):
                                   "(host:pid:attempt).")
     heartbeat_at: dt.datetime | None = Field(default=None, description="When the running "
                                              "attempt last wrote progress.")
+    acceptance: dict[str, Any] | None = Field(
+        default=None, description="The thresholds the new version is held to.")
+    verification: dict[str, Any] | None = Field(
+        default=None, description="passed, criteria [{name, threshold, value, passed, "
+        "available, note}], failed, membership evidence, notes, calibration.")
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None

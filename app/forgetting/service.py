@@ -25,10 +25,12 @@ from app.forgetting import jobs
 from app.forgetting.models import FINAL_STATUSES, ForgetRequest, RequestStatus
 from app.forgetting.schemas import ForgetRequestCreate
 from app.ml.data import ImageData
+from app.core.config import Settings, get_settings
 from app.db.session import Database
 from app.registry.service import resolve_version
-from app.unlearning.base import MethodParams, UnlearningMethod
+from app.unlearning.base import ForgetTarget, MethodParams, UnlearningMethod
 from app.unlearning.catalog import METHODS, get_method
+from app.verification.criteria import resolve_acceptance
 
 
 def validate_method_params(method_name: str, params: dict) -> tuple[UnlearningMethod, MethodParams]:
@@ -122,18 +124,26 @@ def _sample_index(data: ImageData, sample_id: int | str, position: int) -> int:
 
 def file_request(session: Session, model_name: str, body: ForgetRequestCreate, actor: str,
                  max_sample_ids: int, idempotency_key: str | None = None,
-                 body_sha256: str | None = None, *, data: ImageData) -> ForgetRequest:
+                 body_sha256: str | None = None, settings: Settings | None = None, *,
+                 data: ImageData) -> ForgetRequest:
     """Validate a request completely, then queue it with its audit entry and, on
     PostgreSQL, its procrastinate job (one transaction). ``data`` is the model's dataset,
-    against which classes and sample IDs are resolved."""
+    against which classes and sample IDs are resolved; ``settings`` give the default
+    acceptance criteria (the process's settings when None)."""
     method, params = validate_method_params(body.method, body.params)
     target = resolve_target(method, data, body.classes, body.sample_ids, max_sample_ids)
     classes, sample_ids = target.classes, target.sample_ids
+    acceptance = resolve_acceptance(settings or get_settings(), classes, sample_ids,
+                                    body.acceptance)
     source = resolve_version(session, model_name, body.model_version)
     if source.kind not in method.model_kinds:
         raise InvalidInputError(
             f"method {method.name!r} works on model kinds {', '.join(method.model_kinds)}; "
             f"version {source.version} is of kind {source.kind!r}", "method")
+    if data is not None:
+        method.check_request(params, ForgetTarget(
+            tuple(classes), tuple(sample_ids), prior_classes=tuple(source.forgotten_classes),
+            prior_sample_ids=tuple(source.forgotten_sample_ids)), data)
     already_forgotten = sorted(set(sample_ids) & set(source.forgotten_sample_ids))
     request = ForgetRequest(
         id=str(uuid.uuid4()),
@@ -147,6 +157,7 @@ def file_request(session: Session, model_name: str, body: ForgetRequestCreate, a
         target_sample_ids=sample_ids,
         target_sample_keys=target.sample_keys,
         already_forgotten_sample_ids=already_forgotten,
+        acceptance=acceptance,
         requested_by=body.requested_by,
         subject_reference=body.subject_reference,
         reason=body.reason,
@@ -170,6 +181,7 @@ def file_request(session: Session, model_name: str, body: ForgetRequestCreate, a
             "sample_id_count": len(sample_ids),
             "already_forgotten_sample_count": len(already_forgotten), "reason": body.reason,
             "queue": request.queue,
+            "acceptance": acceptance,
         },
     )
     return request
@@ -215,7 +227,8 @@ def request_body_sha256(model_name: str, body: ForgetRequestCreate) -> str:
 
 
 def submit_request(db: Database, model_name: str, body: ForgetRequestCreate, actor: str,
-                   max_sample_ids: int, idempotency_key: str | None = None, *,
+                   max_sample_ids: int, idempotency_key: str | None = None,
+                   settings: Settings | None = None, *,
                    data: ImageData) -> tuple[ForgetRequest, bool]:
     """File a request in its own transaction; returns (request, replayed).
 
@@ -226,7 +239,7 @@ def submit_request(db: Database, model_name: str, body: ForgetRequestCreate, act
     if idempotency_key is None:
         with db.session() as session:
             return file_request(session, model_name, body, actor, max_sample_ids,
-                                data=data), False
+                                settings=settings, data=data), False
     digest = request_body_sha256(model_name, body)
     for _ in range(3):
         try:
@@ -243,7 +256,7 @@ def submit_request(db: Database, model_name: str, body: ForgetRequestCreate, act
                         )
                     return existing, True
                 return file_request(session, model_name, body, actor, max_sample_ids,
-                                    idempotency_key, digest, data=data), False
+                                    idempotency_key, digest, settings, data=data), False
         except IntegrityError:
             continue  # a concurrent POST with this key committed first: read it
     raise ConflictError(f"Idempotency-Key {idempotency_key!r} is contended; retry",

@@ -40,7 +40,7 @@ logger = logging.getLogger("unlearn.webhooks")
 
 # 'cancelled' arrives with the job-engine work (issue 12); listed so that its requests
 # are told too.
-FINAL_STATUSES = ("completed", "failed", "cancelled")
+FINAL_STATUSES = ("completed", "unverified", "failed", "cancelled")
 WAKEUP_KEY = "webhook_wakeup"
 
 

@@ -28,7 +28,7 @@ logger = logging.getLogger("unlearn.metrics")
 
 QUEUES = ("light", "heavy")
 LIGHT_METHODS = frozenset({"output_dampening"})
-FINAL_STATUSES = ("completed", "failed", "cancelled")
+FINAL_STATUSES = ("completed", "unverified", "failed", "cancelled")
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 

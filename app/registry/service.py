@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.audit.service import AuditAction, record
-from app.core.errors import NotFoundError
+from app.core.errors import ConflictError, NotFoundError
 from app.registry.models import ModelVersion, RegisteredModel
 
 
@@ -135,6 +135,7 @@ def insert_version(
 
 def promote(session: Session, model_name: str, version: int, actor: str) -> ModelVersion:
     row = get_version(session, model_name, version)
+    refuse_unverified(session, row, "promoted")
     registered = session.get(RegisteredModel, model_name, with_for_update=True)
     previous = registered.production_version
     registered.production_version = version
@@ -144,3 +145,18 @@ def promote(session: Session, model_name: str, version: int, actor: str) -> Mode
         details={"previous_production_version": previous},
     )
     return row
+
+
+def refuse_unverified(session: Session, row: ModelVersion, what: str) -> None:
+    """409 for a version whose forget request did not meet its acceptance criteria."""
+    from app.forgetting.models import ForgetRequest, RequestStatus  # forgetting imports us
+
+    if row.forget_request_id is None:
+        return
+    request = session.get(ForgetRequest, row.forget_request_id)
+    if request is not None and request.status == RequestStatus.unverified.value:
+        failed = (request.verification or {}).get("failed") or []
+        raise ConflictError(
+            f"version {row.version} is unverified and cannot be {what}: forget request "
+            f"{request.id} failed its acceptance criteria ({', '.join(failed) or 'unknown'})",
+            "version")

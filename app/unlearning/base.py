@@ -54,6 +54,11 @@ class ForgetTarget:
         """Training images this request targets: every image of a class, plus listed IDs."""
         return _membership(data, self.classes, self.sample_ids)
 
+    def held_mask(self, data: ImageData) -> torch.Tensor:
+        """Training images the source version still holds: all but what its lineage forgot
+        (this request's target included)."""
+        return ~_membership(data, self.prior_classes, self.prior_sample_ids)
+
     def retain_mask(self, data: ImageData) -> torch.Tensor:
         """Training images no version in the lineage (this request included) forgot."""
         prior = _membership(data, self.prior_classes, self.prior_sample_ids)
@@ -101,6 +106,16 @@ class UnlearningMethod:
     # output-layer-only work that a small CPU worker finishes in milliseconds.
     queue: ClassVar[str] = HEAVY_QUEUE
 
+    # True for methods that retrain from scratch without the data (marked on certificates).
+    exact: ClassVar[bool] = False
+    # True for methods that search their own parameters against the acceptance criteria
+    # (``forget`` then takes a ``check``, see ``app.verification.calibration``).
+    calibrates: ClassVar[bool] = False
+
     def forget(self, model: nn.Module, target: ForgetTarget, params: MethodParams,
                data: ImageData, progress: ProgressCallback) -> nn.Module:
         raise NotImplementedError
+
+    def check_request(self, params: MethodParams, target: ForgetTarget, data: ImageData) -> None:
+        """Refuse, at filing time, parameters that cannot work on this target (raise
+        ``InvalidInputError``); most methods have nothing to check."""

@@ -32,6 +32,7 @@ class RetrainParams(MethodParams):
 
 class Retrain(UnlearningMethod):
     name = "retrain"
+    exact = True
     description = "Exact unlearning: train a new network from scratch on the retained data."
     Params = RetrainParams
 

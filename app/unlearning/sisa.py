@@ -28,6 +28,7 @@ class SisaParams(MethodParams):
 
 class SisaForgetting(UnlearningMethod):
     name = "sisa"
+    exact = True
     description = ("Exact unlearning for SISA ensembles: retrain only the shards that held "
                    "the forgotten samples, from their last clean slice checkpoint.")
     Params = SisaParams

@@ -1,0 +1,1 @@
+"""Verified forgetting: acceptance criteria, calibration, the per-sample membership test."""
