@@ -182,7 +182,7 @@ class JobWorker:
         self.queues = list(queues) if queues else list(QUEUES)
         self.name = name or execution.process_name()
         self.on_finished = on_finished
-        self.ready = threading.Event()
+        self.warmed_up = threading.Event()
         self._worker: Worker | None = None
         self._thread: threading.Thread | None = None
 
@@ -214,7 +214,7 @@ class JobWorker:
             sweeper = asyncio.create_task(self._sweep_stalled(app), name="retry-stalled-jobs")
             logger.info("worker %s ready (procrastinate, queues %s)", self.name,
                         ",".join(self.queues))
-            self.ready.set()
+            self.warmed_up.set()
             try:
                 await self._worker.run()
             finally:
@@ -235,7 +235,7 @@ class JobWorker:
         """Stop fetching; the request in hand may finish within ``grace_s`` (default
         UNLEARN_SHUTDOWN_GRACE_S), then it is released at its next checkpoint."""
         grace = self.ctx.settings.shutdown_grace_s if grace_s is None else grace_s
-        self.ready.wait(timeout)
+        self.warmed_up.wait(timeout)
         if self._worker is not None:
             self._worker.shutdown_graceful_timeout = grace
             self._worker.stop()

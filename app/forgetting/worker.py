@@ -62,7 +62,7 @@ class InProcessExecutor:
         self.current_execution: str | None = None
         self._stop = threading.Event()
         self._cancel = threading.Event()  # interrupt the request in hand and release it
-        self.ready = threading.Event()
+        self.warmed_up = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> bool:
@@ -92,7 +92,7 @@ class InProcessExecutor:
         except Exception:  # database not migrated yet, say: requests will tell why
             logger.exception("could not requeue requests left running")
         execution.warm_up(self.ctx)
-        self.ready.set()
+        self.warmed_up.set()
         logger.info("worker %s ready (in-process executor)", self.name)
         while not self._stop.is_set():
             since = self.notifier.generation
