@@ -22,6 +22,7 @@ from app.forgetting.routes import router as forgetting_router
 from app.forgetting.worker import Notifier, Worker
 from app.health.routes import router as health_router
 from app.prediction.routes import router as prediction_router
+from app.prediction.v2_routes import router as inference_protocol_router
 from app.registry.routes import router as registry_router
 
 logger = logging.getLogger("unlearn")
@@ -63,7 +64,7 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
                   lifespan=lifespan)
     install_error_handlers(app)
     for router in (forgetting_router, registry_router, prediction_router, audit_router,
-                   health_router):
+                   health_router, inference_protocol_router):
         app.include_router(router, responses=ERROR_RESPONSES)
     # Security: key management, certificates, body size and NUL limits.
     for router in (auth_router, certificates_router):

@@ -11,14 +11,21 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import get_actor, get_ctx
 from app.auth.deps import require
 from app.auth.service import Role
-from app.audit.service import record_artifact_failure
 from app.core.context import ServiceContext
-from app.core.errors import CorruptArtifactError, InvalidInputError
+from app.core.errors import InvalidInputError
 from app.prediction import service
+from app.prediction.predictor import Predictor
 from app.prediction.schemas import Prediction, PredictRequest, PredictResponse
-from app.registry.service import resolve_version
 
 router = APIRouter(tags=["predictions"])
+
+
+def get_predictor(request: Request) -> Predictor:
+    """The app's one Predictor (and so one dynamic batcher), made on first use."""
+    predictor = getattr(request.app.state, "predictor", None)
+    if predictor is None:
+        predictor = request.app.state.predictor = Predictor(request.app.state.ctx)
+    return predictor
 
 
 @router.post(
@@ -32,9 +39,18 @@ router = APIRouter(tags=["predictions"])
 )
 async def predict(request: Request,
                   ctx: Annotated[ServiceContext, Depends(get_ctx)],
+                  predictor: Annotated[Predictor, Depends(get_predictor)],
                   actor: Annotated[str, Depends(get_actor)]) -> PredictResponse:
     body, instances = _parse_body(await request.body())
-    return await run_in_threadpool(_predict, ctx, body, instances, actor)
+    version, model, batch = await run_in_threadpool(_prepare, ctx, predictor, body,
+                                                    instances, actor)
+    probabilities = await predictor.probabilities(version, model, batch)
+    return PredictResponse(
+        model_version=version.version,
+        predictions=[Prediction(label=label, probabilities=p)
+                     for label, p in zip(probabilities.argmax(axis=1).tolist(),
+                                         probabilities.tolist())],
+    )
 
 
 def _parse_body(raw: bytes) -> tuple[PredictRequest, list | None]:
@@ -63,23 +79,15 @@ def _parse_body(raw: bytes) -> tuple[PredictRequest, list | None]:
         ) from None
 
 
-def _predict(ctx: ServiceContext, body: PredictRequest, instances: list | None,
-             actor: str) -> PredictResponse:
+def _prepare(ctx: ServiceContext, predictor: Predictor, body: PredictRequest,
+             instances: list | None, actor: str):
+    """The version and its model, then the images checked against the shape that version
+    takes (blocking work: database, files, decoding; run in a thread)."""
     if (instances is None) == (body.images is None):
         raise InvalidInputError("give exactly one of 'instances' or 'images'", "instances")
+    version, model = predictor.load(body.model_version, actor)
     limit = ctx.settings.max_predict_batch
-    batch = (service.batch_from_instances(instances, limit) if instances is not None
-             else service.batch_from_pngs(body.images, limit))
-    with ctx.db.session() as session:
-        version = resolve_version(session, ctx.model_name, body.model_version)
-    try:
-        model = ctx.models.get(version)
-    except CorruptArtifactError as error:
-        record_artifact_failure(ctx.db, error, actor)
-        raise
-    labels, probabilities = service.predict(model, batch, ctx.device)
-    return PredictResponse(
-        model_version=version.version,
-        predictions=[Prediction(label=label, probabilities=p)
-                     for label, p in zip(labels, probabilities)],
-    )
+    shape = service.image_shape(version)
+    batch = (service.batch_from_instances(instances, limit, shape) if instances is not None
+             else service.batch_from_pngs(body.images, limit, shape))
+    return version, model, batch
