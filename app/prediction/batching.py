@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -63,8 +64,8 @@ class DynamicBatcher:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self._queues: dict[str, _VersionQueue] = {}
-        self._history_size = history
-        self.history: list[BatchRecord] = []  # the last ``history`` batches (0: none kept)
+        # The last ``history`` forward passes, for tests and diagnostics (0: none kept).
+        self.history: deque[BatchRecord] = deque(maxlen=history)
 
     async def submit(self, key: str, model: object, images: np.ndarray) -> np.ndarray:
         """The forward pass's rows for ``images``, computed in a batch with other calls
@@ -133,9 +134,8 @@ class DynamicBatcher:
                 if not call.future.done():
                     call.future.set_exception(error)
             return
-        if self._history_size:
+        if self.history.maxlen:
             self.history.append(BatchRecord(len(batch), len(images)))
-            del self.history[: -self._history_size]
         start = 0
         for call in batch:
             end = start + len(call.images)

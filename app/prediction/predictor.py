@@ -27,6 +27,7 @@ class Predictor:
                 lambda model, images: forward_probabilities(model, images, ctx.device),
                 max_batch_size=settings.predict_batch_max_size,
                 max_wait_s=settings.predict_batch_max_wait_ms / 1000.0,
+                history=1024,
             )
 
     def load(self, model_version: int | None, actor: str,
