@@ -20,6 +20,7 @@ from app.evaluation.metrics import (
     retention_score,
 )
 from app.ml.data import ImageData
+from app.ml.device import to_device
 from app.ml.network import OUTPUT_LAYER, MnistCNN
 from app.unlearning.base import ForgetTarget, class_mask
 
@@ -81,7 +82,7 @@ class Evaluator:
 
     def _forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         model = model.to(self.device).eval()
-        return torch.cat([model(images[i : i + 2048].to(self.device)).cpu()
+        return torch.cat([model(to_device(images[i : i + 2048], self.device)).cpu()
                           for i in range(0, images.shape[0], 2048)])
 
     def version_metrics(self, model: nn.Module, backbone_sha256: str, data: ImageData,

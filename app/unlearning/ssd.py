@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from app.ml.data import ImageData
+from app.ml.device import resident, to_device
 from app.unlearning.base import (
     ForgetTarget,
     MethodParams,
@@ -76,21 +77,22 @@ def compute_importances(model: nn.Module, images: torch.Tensor, labels: torch.Te
     """Mean over minibatches of the squared gradient of each minibatch's mean cross-entropy."""
     model = model.to(device).eval()
     parameters = dict(model.named_parameters())
-    totals = {name: torch.zeros_like(p, device="cpu") for name, p in parameters.items()}
+    # Sums stay on the device (one copy to the host at the end, not one per minibatch).
+    totals = {name: torch.zeros_like(p) for name, p in parameters.items()}
+    images, labels = resident(images, device), resident(labels, device)
     batches = 0
     n = int(labels.shape[0])
     for start in range(0, n, batch_size):
-        x = images[start : start + batch_size].to(device)
-        y = labels[start : start + batch_size].to(device)
-        model.zero_grad(set_to_none=True)
+        x = to_device(images[start : start + batch_size], device)
+        y = to_device(labels[start : start + batch_size], device)
         loss = F.cross_entropy(model(x), y)
         gradients = torch.autograd.grad(loss, list(parameters.values()))
         for name, gradient in zip(parameters, gradients):
-            totals[name] += gradient.detach().cpu().pow(2)
+            totals[name] += gradient.detach().pow(2)
         batches += 1
         if progress is not None:
             progress(min(1.0, (start + batch_size) / n))
-    return {name: total / max(1, batches) for name, total in totals.items()}
+    return {name: (total / max(1, batches)).cpu() for name, total in totals.items()}
 
 
 @torch.no_grad()
