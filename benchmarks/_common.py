@@ -73,14 +73,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(ctx: ServiceContext):
-    """Run the app under uvicorn on 127.0.0.1 in a thread; yields the base URL."""
+def serve(ctx: ServiceContext, app=None):
+    """Run the app (default: ``create_app(ctx)``) under uvicorn on 127.0.0.1 in a thread;
+    yields the base URL."""
     import uvicorn
 
     from app.main import create_app
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(app or create_app(ctx), host="127.0.0.1", port=port,
                                            log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
