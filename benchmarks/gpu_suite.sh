@@ -22,7 +22,7 @@ if [[ "${SUITE_SMALL:-0}" == 1 ]]; then   # rehearsal: tiny data and few rounds
     THROUGHPUT_ARGS=(--rounds 3 --single 20)
     CONCURRENCY_ARGS=(--seconds 1 --rounds 1)
     LATENCY_ARGS=(--requests 3)
-    METHOD_ARGS=(--repeats 2 --sisa-shards 2 --sisa-slices 2)
+    METHOD_ARGS=(--repeats 2 --sisa-shards 2 --sisa-slices 2 --fisher-samples 100)
     PYTEST_FILTER=(-k "not sisa and not training")
 else
     THROUGHPUT_ARGS=(--rounds 30 --single 200)

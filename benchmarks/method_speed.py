@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sisa-shards", type=int, default=5)
     parser.add_argument("--sisa-slices", type=int, default=3)
+    parser.add_argument("--fisher-samples", type=int, default=None,
+                        help="Fisher's retained-image subsample (default: the method's 1000)")
     parser.add_argument("--result", default="method_speed.md")
     args = parser.parse_args()
 
@@ -56,8 +58,10 @@ def main() -> None:
     for method in args.methods:
         timings[method] = []
         for repeat in range(args.repeats if method != "retrain" else 1):
-            _, elapsed = run_request(ctx, versions[method], target, method,
-                                     method_params(method, seed=repeat))
+            params = method_params(method, seed=repeat)
+            if method == "fisher" and args.fisher_samples:
+                params["fisher_samples"] = args.fisher_samples
+            _, elapsed = run_request(ctx, versions[method], target, method, params)
             timings[method].append(elapsed)
             print(f"{method}: {elapsed:.3f} s", flush=True)
     retrain = timings.get("retrain", [None])[0]

@@ -4,23 +4,31 @@ forward pass, through the dynamic batcher when it is on (``UNLEARN_PREDICT_BATCH
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import OrderedDict
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from app.audit.service import record_artifact_failure
 from app.core.context import ServiceContext
-from app.core.errors import CorruptArtifactError
+from app.core.errors import CorruptArtifactError, NotFoundError
 from app.prediction.batching import DynamicBatcher
 from app.prediction.service import forward_probabilities
 from app.registry.models import ModelVersion
-from app.registry.service import resolve_version
+from app.registry.service import get_version, production_version
+
+# Registry rows kept per Predictor. A version row never changes once published, so a kept
+# row cannot go stale; only the production pointer is read from the database each call.
+VERSION_ROWS_KEPT = 256
 
 
 class Predictor:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
         settings = ctx.settings
+        self._versions: OrderedDict[int, ModelVersion] = OrderedDict()
+        self._lock = threading.Lock()
         self.batcher: DynamicBatcher | None = None
         if settings.predict_batching:
             self.batcher = DynamicBatcher(
@@ -32,14 +40,39 @@ class Predictor:
 
     def load(self, model_version: int | None, actor: str,
              field: str = "model_version") -> tuple[ModelVersion, object]:
-        """The version (default: production) and its model; blocking (database, files)."""
-        with self.ctx.db.session() as session:
-            version = resolve_version(session, self.ctx.model_name, model_version, field)
+        """The version (default: production) and its model; blocking (database, files).
+
+        Rows are read once per version (with their metrics JSON, which a prediction does
+        not need): a call naming a version seen before touches no database."""
+        version = self._version_row(model_version, field)
         try:
             return version, self.ctx.models.get(version)
         except CorruptArtifactError as error:
             record_artifact_failure(self.ctx.db, error, actor)
             raise
+
+    def _version_row(self, number: int | None, field: str) -> ModelVersion:
+        name = self.ctx.model_name
+        if number is not None:
+            with self._lock:
+                row = self._versions.get(number)
+            if row is not None:
+                return row
+        with self.ctx.db.session() as session:
+            if number is None:
+                number = production_version(session, name)
+                if number is None:
+                    raise NotFoundError(f"model {name!r} has no production version", field)
+                with self._lock:
+                    row = self._versions.get(number)
+                if row is not None:
+                    return row
+            row = get_version(session, name, number, field)
+        with self._lock:
+            self._versions[number] = row
+            while len(self._versions) > VERSION_ROWS_KEPT:
+                self._versions.popitem(last=False)
+        return row
 
     async def probabilities(self, version: ModelVersion, model: object,
                             images: np.ndarray) -> np.ndarray:

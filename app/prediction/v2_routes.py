@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import get_actor, get_ctx
+from app.api.deps import get_ctx
 from app.auth.deps import require
 from app.auth.service import Role
 from app.core.context import ServiceContext
@@ -20,7 +20,7 @@ from app.db.migrations import migration_status
 from app.prediction import inference_protocol as protocol
 from app.prediction import service
 from app.prediction.predictor import Predictor
-from app.prediction.routes import get_predictor
+from app.prediction.routes import get_caller, get_context, get_predictor
 from app.registry.models import ModelVersion
 from app.registry.service import get_version, list_versions
 
@@ -80,7 +80,7 @@ def version_metadata(name: str, version: str,
             dependencies=client_only)
 def model_ready(name: str, ctx: Annotated[ServiceContext, Depends(get_ctx)],
                 predictor: Annotated[Predictor, Depends(get_predictor)],
-                actor: Annotated[str, Depends(get_actor)]):
+                actor: Annotated[str, Depends(get_caller)]):
     """Ready when the production version's model loads (its artifact verifies)."""
     _check_name(ctx, name)
     predictor.load(None, actor, "name")
@@ -89,9 +89,10 @@ def model_ready(name: str, ctx: Annotated[ServiceContext, Depends(get_ctx)],
 
 @router.get("/models/{name}/versions/{version}/ready", response_model=protocol.ReadyResponse,
             dependencies=client_only)
-def version_ready(name: str, version: str, ctx: Annotated[ServiceContext, Depends(get_ctx)],
+def version_ready(name: str, version: str,
+                  ctx: Annotated[ServiceContext, Depends(get_ctx)],
                   predictor: Annotated[Predictor, Depends(get_predictor)],
-                  actor: Annotated[str, Depends(get_actor)]):
+                  actor: Annotated[str, Depends(get_caller)]):
     _check_name(ctx, name)
     predictor.load(_version_number(version), actor, "version")
     return protocol.ReadyResponse(ready=True)
@@ -99,18 +100,18 @@ def version_ready(name: str, version: str, ctx: Annotated[ServiceContext, Depend
 
 @router.post("/models/{name}/infer", dependencies=client_only, openapi_extra=INFER_BODY)
 async def infer_production(name: str, request: Request,
-                           ctx: Annotated[ServiceContext, Depends(get_ctx)],
+                           ctx: Annotated[ServiceContext, Depends(get_context)],
                            predictor: Annotated[Predictor, Depends(get_predictor)],
-                           actor: Annotated[str, Depends(get_actor)]) -> Response:
+                           actor: Annotated[str, Depends(get_caller)]) -> Response:
     return await _infer(name, None, request, ctx, predictor, actor)
 
 
 @router.post("/models/{name}/versions/{version}/infer", dependencies=client_only,
              openapi_extra=INFER_BODY)
 async def infer_version(name: str, version: str, request: Request,
-                        ctx: Annotated[ServiceContext, Depends(get_ctx)],
+                        ctx: Annotated[ServiceContext, Depends(get_context)],
                         predictor: Annotated[Predictor, Depends(get_predictor)],
-                        actor: Annotated[str, Depends(get_actor)]) -> Response:
+                        actor: Annotated[str, Depends(get_caller)]) -> Response:
     return await _infer(name, _version_number(version), request, ctx, predictor, actor)
 
 
