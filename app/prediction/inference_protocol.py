@@ -104,7 +104,8 @@ def parse_request(body: bytes, header_length: str | None, image_shape: tuple[int
         raise InvalidInputError("the inference header must be a JSON object", "body")
     # Tensor ``data`` can be 200,000 numbers: NumPy reads it (in C), pydantic the rest.
     json_data = []
-    for item in document.get("inputs") or []:
+    inputs = document.get("inputs")
+    for item in inputs if isinstance(inputs, list) else []:
         json_data.append(item.pop("data", None) if isinstance(item, dict) else None)
     try:
         request = InferenceRequest.model_validate(document)
@@ -193,8 +194,9 @@ def _json_values(data: Any, dtype: np.dtype, expected: int, field: str) -> np.nd
     if not isinstance(data, list):
         raise InvalidInputError("'data' must be a list of numbers", field)
     try:
-        values = np.asarray(data, dtype=np.float64 if dtype.kind == "u" else np.float32)
-    except (ValueError, TypeError):
+        with np.errstate(over="ignore"):  # 1e300 as FP32 is inf, refused just below
+            values = np.asarray(data, dtype=np.float64 if dtype.kind == "u" else np.float32)
+    except (ValueError, TypeError, OverflowError):
         raise InvalidInputError("'data' must be a (flat or nested) list of numbers",
                                 field) from None
     if values.size != expected:
