@@ -8,7 +8,6 @@ import threading
 from collections import OrderedDict
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
 from app.audit.service import record_artifact_failure
 from app.core.context import ServiceContext
@@ -80,7 +79,3 @@ class Predictor:
         if self.batcher is None:
             return await asyncio.to_thread(forward_probabilities, model, images, self.ctx.device)
         return await self.batcher.submit(version.artifact_sha256, model, images)
-
-    async def load_async(self, model_version: int | None, actor: str,
-                         field: str = "model_version") -> tuple[ModelVersion, object]:
-        return await run_in_threadpool(self.load, model_version, actor, field)
