@@ -112,7 +112,7 @@ def diagonal_fisher(model: nn.Module, images: torch.Tensor, batch_size: int = 64
         rows = torch.arange(n).repeat_interleave(NUM_CLASSES)
         labels = torch.arange(NUM_CLASSES, device=device).repeat(n)
         weights = probabilities.reshape(-1)
-    rows = rows.to(device)
+    rows = rows.to(images.device)  # where the images are (the GPU when they fit there)
 
     def log_probability(params, image, label):
         logits = functional_call(model, (params, buffers), (image.unsqueeze(0),))
@@ -129,7 +129,8 @@ def diagonal_fisher(model: nn.Module, images: torch.Tensor, batch_size: int = 64
     total = int(rows.shape[0])
     for start in range(0, total, rows_per_pass):
         pick = slice(start, start + rows_per_pass)
-        gradients = per_row_gradient(parameters, images[rows[pick]], labels[pick])
+        x = to_device(images[rows[pick]], device)
+        gradients = per_row_gradient(parameters, x, labels[pick])
         weight = weights[pick]
         for name, gradient in gradients.items():
             shape = (-1,) + (1,) * (gradient.dim() - 1)
