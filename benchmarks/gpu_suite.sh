@@ -62,7 +62,7 @@ cat "$OUT/gpu.txt"
 : > "$OUT/summary.txt"
 
 # Device-correctness first (CUDA vs CPU answers), then the figures.
-step pytest_device 150 "$PYTHON" -m pytest -q -x -p no:cacheprovider tests/test_device.py \
+step pytest_device 180 "$PYTHON" -m pytest -q -x -p no:cacheprovider tests/test_device.py \
     "${PYTEST_FILTER[@]}"
 step predict_throughput 90 "$PYTHON" benchmarks/predict_throughput.py "${THROUGHPUT_ARGS[@]}" \
     --result "$OUT/predict_throughput.md"
