@@ -450,12 +450,16 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="The key's id or name.")
 
 
 @keys_cli.command("matrix")
-def keys_matrix() -> None:
+def keys_matrix(
+    only: list[str] = typer.Option([], "--only", help="Only routes under this path prefix."),
+    exclude: list[str] = typer.Option([], "--exclude", help="Leave out this path prefix."),
+) -> None:
     """Print which role may call which route (Markdown), read from the routes themselves."""
     from app.auth.deps import role_matrix_markdown
     from app.main import create_app
 
-    typer.echo(role_matrix_markdown(create_app(start_worker=False)))
+    typer.echo(role_matrix_markdown(create_app(start_worker=False), only=tuple(only),
+                                    exclude=tuple(exclude)))
 
 
 @audit_cli.command("verify")

@@ -30,6 +30,7 @@ from app.health.routes import router as health_router
 from app.observability.http import install_observability
 from app.observability.lifecycle import start_operations
 from app.prediction.routes import router as prediction_router
+from app.prediction.v2_routes import router as inference_protocol_router
 from app.registry.routes import router as registry_router
 
 logger = logging.getLogger("unlearn")
@@ -97,7 +98,7 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
                   lifespan=lifespan)
     install_error_handlers(app)
     for router in (forgetting_router, registry_router, prediction_router, audit_router,
-                   health_router):
+                   health_router, inference_protocol_router):
         app.include_router(router, responses=ERROR_RESPONSES)
     # Security: key management, certificates, body size and NUL limits.
     for router in (auth_router, certificates_router):

@@ -130,15 +130,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(ctx: ServiceContext, start_worker: bool | None = None):
-    """Run the app under uvicorn on 127.0.0.1 in a thread; yields the base URL.
-    ``start_worker=False``: no embedded worker (a worker process runs the requests)."""
+def serve(ctx: ServiceContext, start_worker: bool | None = None, app=None):
+    """Run the app (default: ``create_app(ctx, start_worker)``) under uvicorn on 127.0.0.1
+    in a thread; yields the base URL. ``start_worker=False``: no embedded worker (a worker
+    process runs the requests)."""
     import uvicorn
 
     from app.main import create_app
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ctx, start_worker), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(app or create_app(ctx, start_worker), host="127.0.0.1", port=port,
                                            log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -42,6 +42,7 @@ from _common import (
 )
 
 from app.evaluation.service import named_set_masks
+from app.ml.device import describe_device
 from app.ml.training import TrainingRecipe, train_model
 from app.unlearning.base import ForgetTarget
 
@@ -125,7 +126,8 @@ def main() -> None:
         data = ctx.model_data(ctx.model_name)
         retain = ~named_set_masks(data, ForgetTarget(classes=(2,)))["forget"]
         started = time.perf_counter()
-        train_model(data.train_images[retain], data.train_labels[retain], TrainingRecipe())
+        train_model(data.train_images[retain], data.train_labels[retain], TrainingRecipe(),
+                    device=ctx.device)
         retrain = time.perf_counter() - started
         ctx.close()
         slowest = max(statistics.median(v) for v in results.values())

@@ -1,10 +1,19 @@
-"""/predict throughput against the raw model's forward pass, measured in the same process.
+"""Prediction throughput through HTTP against the raw model's forward pass, in one process,
+on the configured device (UNLEARN_DEVICE; every figure names it).
 
-Serves the shipped base model under uvicorn on 127.0.0.1 (in a thread of this process),
-posts 256-image batches of real test images as JSON, and compares images/second with
-the bare ``model(x)`` forward on the same batch. Also reports single-image latency.
+Serves the shipped base model under uvicorn on 127.0.0.1 (in a thread of this process) and
+sends the same 256 real test images each round as
+  * the Open Inference Protocol's binary data extension, UINT8 pixels, binary output
+    (``POST /v2/models/mnist-cnn/versions/1/infer``; the binary input of the API),
+  * the same binary UINT8 input with a JSON answer,
+  * ``/predict`` JSON ``instances`` and base64 PNG ``images``,
+and compares images/second with the raw forward pass (``model(x)`` on a batch already on
+the device, synchronised): the strictest baseline. It also times the in-process path
+without HTTP (host UINT8 -> device -> probabilities on the host). Rounds alternate the
+measurements so that load from elsewhere hits all alike; medians are compared.
 
     UNLEARN_DATA_DIR=../shared/data .venv/bin/python benchmarks/predict_throughput.py
+    UNLEARN_DEVICE=cuda ... benchmarks/predict_throughput.py --rounds 50
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import json
 import statistics
 import time
 
@@ -20,72 +30,129 @@ import numpy as np
 import orjson
 import torch
 from PIL import Image
-from _common import admin_headers, base_version, fresh_context, percentile, serve, write_result
+from _common import (admin_headers, base_version, fresh_context, percentile, serve,
+                     write_result)
+
+from app.ml.device import describe_device
+from app.prediction.service import forward_probabilities
+
+HEADER = "Inference-Header-Content-Length"
 
 
-
-def _png(image: torch.Tensor) -> str:
+def _png(pixels: np.ndarray) -> str:
     buffer = io.BytesIO()
-    Image.fromarray((image.numpy() * 255).round().astype(np.uint8), mode="L").save(buffer, "PNG")
+    Image.fromarray(pixels, mode="L").save(buffer, "PNG")
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def binary_infer_body(pixels: np.ndarray, binary_output: bool) -> tuple[bytes, dict]:
+    """A binary-extension request as tritonclient writes it: JSON header, then the bytes."""
+    header = {"inputs": [{"name": "image", "shape": list(pixels.shape), "datatype": "UINT8",
+                          "parameters": {"binary_data_size": pixels.nbytes}}]}
+    if binary_output:
+        header["parameters"] = {"binary_data_output": True}
+    encoded = json.dumps(header).encode()
+    return encoded + pixels.tobytes(), {HEADER: str(len(encoded)),
+                                        "content-type": "application/octet-stream"}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--single", type=int, default=200, help="single-image requests")
+    parser.add_argument("--result", default="predict_throughput.md")
     args = parser.parse_args()
 
     ctx = fresh_context()
+    device = ctx.device
     data = ctx.model_data(ctx.model_name)
     model = ctx.models.get(base_version(ctx))
-    images = data.test_images[: args.batch]
-    # Pixel values as a client would send them: 8-bit grey levels scaled to [0, 1].
-    payload = orjson.dumps({"instances": [[[round(v, 4) for v in row] for row in image[0].tolist()]
-                                          for image in images]})
+    # Pixels as clients hold them: 8-bit grey levels (MNIST's own), [N, 1, 28, 28].
+    pixels = (data.test_images[: args.batch].numpy() * 255).round().astype(np.uint8)
+    floats = pixels.astype(np.float32) / 255.0
+    on_device = torch.from_numpy(floats).to(device)
 
-    png_payload = orjson.dumps({"images": [_png(image[0]) for image in images]})
-    single = orjson.dumps({"instances": [images[0, 0].tolist()]})
-    headers = {"content-type": "application/json", **admin_headers(ctx)}
-    raw_times, served_times, png_times, latencies = [], [], [], []
+    binary_body, binary_headers = binary_infer_body(pixels, binary_output=True)
+    binary_json_body, binary_json_headers = binary_infer_body(pixels, binary_output=False)
+    json_body = orjson.dumps({"instances": [[[round(v, 4) for v in row] for row in image[0]]
+                                            for image in floats.tolist()]})
+    png_body = orjson.dumps({"images": [_png(image[0]) for image in pixels]})
+    single = orjson.dumps({"instances": [floats[0, 0].tolist()]})
+    auth = admin_headers(ctx)
+    json_headers = {"content-type": "application/json", **auth}
+    infer = "/v2/models/mnist-cnn/versions/1/infer"
+
+    def raw_forward():
+        with torch.inference_mode():
+            model(on_device)
+        _synchronize(device)
+
+    def in_process():
+        forward_probabilities(model, pixels, device)
+
     with serve(ctx) as url, httpx.Client(base_url=url, timeout=60) as client:
-        for _ in range(3):  # warm-up
-            assert client.post("/predict", content=payload, headers=headers).status_code == 200
-        # Alternate the two measurements so that load from elsewhere on a shared machine
-        # hits both alike; compare medians.
+        def post_binary():
+            response = client.post(infer, content=binary_body, headers={**binary_headers, **auth})
+            assert response.status_code == 200, response.text
+            length = int(response.headers[HEADER])
+            assert len(response.content) == length + args.batch * (10 * 4 + 8)
+
+        def post_binary_json():
+            response = client.post(infer, content=binary_json_body,
+                                   headers={**binary_json_headers, **auth})
+            assert response.status_code == 200, response.text
+            assert response.json()["outputs"][0]["shape"] == [args.batch, 10]
+
+        def post_json():
+            response = client.post("/predict", content=json_body, headers=json_headers)
+            assert len(response.json()["predictions"]) == args.batch
+
+        def post_png():
+            response = client.post("/predict", content=png_body, headers=json_headers)
+            assert len(response.json()["predictions"]) == args.batch
+
+        steps = {"raw": raw_forward, "in_process": in_process, "binary": post_binary,
+                 "binary_json": post_binary_json, "json": post_json, "png": post_png}
+        for step in steps.values():  # warm-up (CUDA context, cuDNN choices, caches)
+            for _ in range(3):
+                step()
+        times: dict[str, list[float]] = {name: [] for name in steps}
         for _ in range(args.rounds):
+            for name, step in steps.items():
+                started = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - started)
+        latencies = []
+        for _ in range(args.single):
             started = time.perf_counter()
-            with torch.inference_mode():
-                model(images)
-            raw_times.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            response = client.post("/predict", content=payload, headers=headers)
-            served_times.append(time.perf_counter() - started)
-            assert len(response.json()["predictions"]) == args.batch
-            started = time.perf_counter()
-            response = client.post("/predict", content=png_payload, headers=headers)
-            png_times.append(time.perf_counter() - started)
-            assert len(response.json()["predictions"]) == args.batch
-        for _ in range(200):
-            started = time.perf_counter()
-            client.post("/predict", content=single, headers=headers)
+            assert client.post("/predict", content=single, headers=json_headers).status_code == 200
             latencies.append(time.perf_counter() - started)
-    raw = args.batch / statistics.median(raw_times)
-    served = args.batch / statistics.median(served_times)
-    served_png = args.batch / statistics.median(png_times)
+    rate = {name: args.batch / statistics.median(values) for name, values in times.items()}
+    raw = rate["raw"]
+
+    def line(label: str, name: str) -> str:
+        return f"- {label}: {rate[name]:,.0f} images/s ({rate[name] / raw:.0%} of raw)"
 
     report = "\n".join([
-        f"/predict with {args.batch}-image JSON batches vs the raw forward pass (same process):",
-        f"- raw model forward: {raw:,.0f} images/s",
-        f"- /predict through uvicorn on loopback: {served:,.0f} images/s "
-        f"({served / raw:.0%} of raw)",
-        f"- the same images as base64 PNGs (`images`): {served_png:,.0f} images/s "
-        f"({served_png / raw:.0%} of raw)",
+        f"Predictions in {args.batch}-image batches vs the raw forward pass, same process, "
+        f"device: {describe_device(device)}; median of {args.rounds} interleaved rounds:",
+        f"- raw model forward (input already on the device): {raw:,.0f} images/s",
+        line("in process, no HTTP (host UINT8 -> device -> host probabilities)", "in_process"),
+        line("v2 infer, binary UINT8 input, binary output (uvicorn, loopback)", "binary"),
+        line("v2 infer, binary UINT8 input, JSON output", "binary_json"),
+        line("/predict, JSON instances", "json"),
+        line("/predict, base64 PNG images", "png"),
         f"- single-image /predict latency: p50 {statistics.median(latencies) * 1000:.1f} ms, "
         f"p90 {percentile(latencies, 90) * 1000:.1f} ms",
     ])
     print(report)
-    write_result("predict_throughput.md", report)
+    write_result(args.result, report)
     ctx.close()
 
 

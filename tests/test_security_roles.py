@@ -49,12 +49,21 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/datasets"): {"admin"},
     ("GET", "/datasets"): ALL,
     ("GET", "/datasets/{name}"): ALL,
+    # The Open Inference Protocol (docs/serving.md): probes public, models as /predict.
+    ("GET", "/v2/health/live"): PUBLIC,
+    ("GET", "/v2/health/ready"): PUBLIC,
+    ("GET", "/v2/models/{name}"): {"admin", "client"},
+    ("GET", "/v2/models/{name}/ready"): {"admin", "client"},
+    ("GET", "/v2/models/{name}/versions/{version}"): {"admin", "client"},
+    ("GET", "/v2/models/{name}/versions/{version}/ready"): {"admin", "client"},
+    ("POST", "/v2/models/{name}/infer"): {"admin", "client"},
+    ("POST", "/v2/models/{name}/versions/{version}/infer"): {"admin", "client"},
 }
 
 # Path parameters name resources that do not exist: an allowed caller gets 404 (or 422
 # for an empty body), a denied one 403 -- and nothing changes in the service.
 PATH_VALUES = {"version": "99", "request_id": "00000000-0000-0000-0000-000000000000",
-               "key_id": "no-such-key", "name": "no-such-dataset"}
+               "key_id": "no-such-key", "name": "mnist-cnn"}
 
 
 def _url(path: str) -> str:

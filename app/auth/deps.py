@@ -110,7 +110,9 @@ def role_matrix(app) -> list[tuple[str, str, frozenset[str] | None]]:
     return sorted(rows, key=lambda row: (row[1], row[0]))
 
 
-def role_matrix_markdown(app) -> str:
+def role_matrix_markdown(app, only: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> str:
+    """The matrix as a Markdown table; ``only``/``exclude`` pick routes by path prefix
+    (the Open Inference Protocol's ``/v2/`` routes are documented in docs/serving.md)."""
     roles = [role.value for role in Role]
     lines = ["| Route | " + " | ".join(roles) + " |",
              "|---|" + "---|" * len(roles)]
@@ -119,6 +121,8 @@ def role_matrix_markdown(app) -> str:
         # UNLEARN_METRICS_REQUIRE_KEY), so one static row would be wrong in one of the two
         # configurations; docs/operations.md describes both.
         if path.startswith(("/docs", "/redoc", "/openapi")) or path == "/metrics":
+            continue
+        if (only and not path.startswith(only)) or (exclude and path.startswith(exclude)):
             continue
         cells = ["public" if allowed is None else ("yes" if role in allowed else "—")
                  for role in roles]

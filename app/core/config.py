@@ -42,6 +42,19 @@ class Settings(BaseSettings):
         default=True, description="Run forget requests on a thread inside the API process."
     )
     max_predict_batch: int = Field(default=1024, ge=1, le=100_000)
+    # Dynamic batching of predictions (app/prediction/batching.py).
+    predict_batching: bool = Field(
+        default=True,
+        description="Gather concurrent prediction calls for one version into one forward pass.",
+    )
+    predict_batch_max_size: int = Field(
+        default=256, ge=1, le=100_000,
+        description="Most images in one gathered forward pass (a larger single call runs alone).",
+    )
+    predict_batch_max_wait_ms: float = Field(
+        default=2.0, ge=0.0, le=1000.0,
+        description="How long the first call of a batch may wait for others to join it.",
+    )
     max_sample_ids: int = Field(default=10_000, ge=1, le=60_000)
     model_cache_size: int = Field(default=8, ge=1, le=1024)
     wait_timeout_s: float = Field(default=120.0, gt=0)

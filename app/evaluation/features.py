@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from app.ml.data import ImageData
+from app.ml.device import to_device
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ def compute_features(model: nn.Module, images: torch.Tensor, device: torch.devic
                      batch_size: int = 4096) -> torch.Tensor:
     model = model.to(device).eval()
     chunks = [
-        model.features(images[start : start + batch_size].to(device)).cpu()
+        model.features(to_device(images[start : start + batch_size], device)).cpu()
         for start in range(0, images.shape[0], batch_size)
     ]
     if not chunks:

@@ -21,6 +21,7 @@ from app.evaluation.metrics import (
 )
 from app.ml.data import ImageData
 from app.architectures.base import ImageClassifier
+from app.ml.device import to_device
 from app.unlearning.base import ForgetTarget, class_mask
 
 NAMED_SETS = ("forget", "retain", "test_forget", "test_retain")
@@ -81,7 +82,7 @@ class Evaluator:
 
     def _forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         model = model.to(self.device).eval()
-        return torch.cat([model(images[i : i + 2048].to(self.device)).cpu()
+        return torch.cat([model(to_device(images[i : i + 2048], self.device)).cpu()
                           for i in range(0, images.shape[0], 2048)])
 
     def version_metrics(self, model: nn.Module, backbone_sha256: str, data: ImageData,

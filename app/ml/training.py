@@ -13,6 +13,7 @@ from tqdm import tqdm
 from app.architectures.base import ImageClassifier, ModelSpec
 from app.architectures.catalog import build_model
 from app.architectures.mnist_cnn import MNIST_SPEC
+from app.ml.device import resident, to_device
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ def train_model(
     if model is None:
         model = build_model(spec)
     model = model.to(device)
+    # On a GPU the whole training set moves once and minibatches are gathered there: a
+    # host-side gather and copy per step would leave the card waiting on the CPU.
+    images, labels = resident(images, device), resident(labels, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(recipe.seed)
@@ -66,13 +70,14 @@ def train_model(
     step = 0
     model.train()
     for epoch in range(recipe.epochs):
-        order = torch.randperm(n, generator=generator)
+        # The order is drawn on the CPU with the seeded generator: the same on every device.
+        order = torch.randperm(n, generator=generator).to(images.device)
         if phase is not None:
             phase(f"training epoch {epoch + 1}/{recipe.epochs}")
         for start in range(0, n, recipe.batch_size):
             batch = order[start : start + recipe.batch_size]
-            x = images[batch].to(device, non_blocking=True)
-            y = labels[batch].to(device, non_blocking=True)
+            x = to_device(images[batch], device)
+            y = to_device(labels[batch], device)
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
             loss.backward()
@@ -96,8 +101,9 @@ def train_model(
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              device: torch.device = torch.device("cpu"), batch_size: int = 2048) -> float:
     model = model.to(device).eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     for start in range(0, len(labels), batch_size):
-        logits = model(images[start : start + batch_size].to(device))
-        correct += int((logits.argmax(1).cpu() == labels[start : start + batch_size]).sum())
-    return correct / max(1, len(labels))
+        logits = model(to_device(images[start : start + batch_size], device))
+        y = to_device(labels[start : start + batch_size], device)
+        correct += (logits.argmax(1) == y).sum()  # summed on the device: one sync at the end
+    return int(correct) / max(1, len(labels))

@@ -8,18 +8,36 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import get_actor, get_ctx
-from app.auth.deps import require
-from app.auth.service import Role
-from app.audit.service import record_artifact_failure
+from app.auth.deps import get_principal, require
+from app.auth.service import Principal, Role
 from app.core.context import ServiceContext
-from app.core.errors import CorruptArtifactError, InvalidInputError
+from app.core.errors import InvalidInputError
 from app.observability.metrics import record_prediction
 from app.prediction import service
+from app.prediction.predictor import Predictor
 from app.prediction.schemas import Prediction, PredictRequest, PredictResponse
-from app.registry.service import resolve_version
 
 router = APIRouter(tags=["predictions"])
+
+
+# The prediction routes' own dependencies are async: a sync dependency costs a trip through
+# the thread pool on every call, which is felt at thousands of predictions a second.
+
+async def get_predictor(request: Request) -> Predictor:
+    """The app's one Predictor (and so one dynamic batcher), made on first use."""
+    predictor = getattr(request.app.state, "predictor", None)
+    if predictor is None:
+        predictor = request.app.state.predictor = Predictor(request.app.state.ctx)
+    return predictor
+
+
+async def get_context(request: Request) -> ServiceContext:
+    return request.app.state.ctx
+
+
+async def get_caller(principal: Annotated[Principal, Depends(get_principal)]) -> str:
+    """The calling key's name (what ``get_actor`` gives, without a thread-pool trip)."""
+    return principal.name
 
 
 @router.post(
@@ -32,10 +50,22 @@ router = APIRouter(tags=["predictions"])
     }},
 )
 async def predict(request: Request,
-                  ctx: Annotated[ServiceContext, Depends(get_ctx)],
-                  actor: Annotated[str, Depends(get_actor)]) -> PredictResponse:
+                  ctx: Annotated[ServiceContext, Depends(get_context)],
+                  predictor: Annotated[Predictor, Depends(get_predictor)],
+                  actor: Annotated[str, Depends(get_caller)]) -> PredictResponse:
     body, instances = _parse_body(await request.body())
-    return await run_in_threadpool(_predict, ctx, body, instances, actor)
+    version, model, batch = await run_in_threadpool(_prepare, ctx, predictor, body,
+                                                    instances, actor)
+    probabilities = await predictor.probabilities(version, model, batch)
+    record_prediction(ctx, version.model_name, version.version, len(probabilities))
+    return PredictResponse(
+        model_name=version.model_name,
+        model_version=version.version,
+        class_names=service.class_names(version),
+        predictions=[Prediction(label=label, probabilities=p)
+                     for label, p in zip(probabilities.argmax(axis=1).tolist(),
+                                         probabilities.tolist())],
+    )
 
 
 def _parse_body(raw: bytes) -> tuple[PredictRequest, list | None]:
@@ -65,28 +95,16 @@ def _parse_body(raw: bytes) -> tuple[PredictRequest, list | None]:
         ) from None
 
 
-def _predict(ctx: ServiceContext, body: PredictRequest, instances: list | None,
-             actor: str) -> PredictResponse:
+def _prepare(ctx: ServiceContext, predictor: Predictor, body: PredictRequest,
+             instances: list | None, actor: str):
+    """The version and its model, then the images checked against the shape that version
+    takes (blocking work: database, files, decoding; run in a thread)."""
     if (instances is None) == (body.images is None):
         raise InvalidInputError("give exactly one of 'instances' or 'images'", "instances")
-    model_name = body.model_name or ctx.model_name
-    with ctx.db.session() as session:
-        version = resolve_version(session, model_name, body.model_version)
-    try:
-        model = ctx.models.get(version)
-    except CorruptArtifactError as error:
-        record_artifact_failure(ctx.db, error, actor)
-        raise
+    version, model = predictor.load(body.model_version, actor,
+                                    model_name=body.model_name or ctx.model_name)
     limit = ctx.settings.max_predict_batch
-    shape = model.spec.image_shape
+    shape = service.image_shape(version)
     batch = (service.batch_from_instances(instances, limit, shape) if instances is not None
              else service.batch_from_pngs(body.images, limit, shape))
-    labels, probabilities = service.predict(model, batch, ctx.device)
-    record_prediction(ctx, version.model_name, version.version, len(labels))
-    return PredictResponse(
-        model_name=model_name,
-        model_version=version.version,
-        class_names=list((version.model_card or {}).get("class_names") or []) or None,
-        predictions=[Prediction(label=label, probabilities=p)
-                     for label, p in zip(labels, probabilities)],
-    )
+    return version, model, batch

@@ -1,7 +1,9 @@
 """Turn request payloads into a checked image batch, and a batch into predictions.
 
-Images must have the shape of the model's dataset, ``(channels, height, width)``; one-channel
-images may be sent as plain ``H x W`` arrays (as MNIST clients always have)."""
+Every image shape here comes from ``image_shape()``: one place to ask which
+(channels, height, width) a version's model takes, so hosting another dataset's model
+changes that function, not the parsers.
+"""
 
 from __future__ import annotations
 
@@ -16,49 +18,72 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from app.core.errors import InvalidInputError, PayloadTooLargeError
+from app.ml.device import to_device
 
-ImageShape = tuple[int, int, int]
-
-
-def _expected(shape: ImageShape) -> tuple[int, ...]:
-    return shape[1:] if shape[0] == 1 else shape
+# The hosted MNIST CNN's input: one grey channel of 28x28 pixels.
+MNIST_IMAGE_SHAPE = (1, 28, 28)
 
 
-def batch_from_instances(instances: list, limit: int, shape: ImageShape) -> np.ndarray:
-    """Check a list of images (shape, range, finiteness) and stack them as [N, C, H, W]."""
+def image_shape(version: object | None = None) -> tuple[int, int, int]:
+    """(channels, height, width) of the images the given model version takes: its model
+    card's, which registration writes from the model's dataset (versions registered before
+    models could be brought are the MNIST CNN)."""
+    card = getattr(version, "model_card", None) or {}
+    return tuple(card.get("image_shape") or MNIST_IMAGE_SHAPE)  # type: ignore[return-value]
+
+
+def num_classes(version: object | None = None) -> int:
+    """How many classes the given model version scores (its output layer's width)."""
+    card = getattr(version, "model_card", None) or {}
+    return int(card.get("num_classes") or 10)
+
+
+def class_names(version: object | None = None) -> list[str] | None:
+    """The class names of the version's dataset, by label index (None when unrecorded)."""
+    card = getattr(version, "model_card", None) or {}
+    return list(card.get("class_names") or []) or None
+
+
+def instance_shape(shape: tuple[int, int, int]) -> tuple[int, ...]:
+    """How one image is written in JSON: (H, W) for one channel, (C, H, W) otherwise."""
+    return tuple(shape[1:]) if shape[0] == 1 else tuple(shape)
+
+
+def batch_from_instances(instances: list, limit: int,
+                         shape: tuple[int, int, int] = MNIST_IMAGE_SHAPE) -> np.ndarray:
+    """Check a list of float arrays in [0, 1] (shape, range, finiteness) and stack them
+    into an [N, C, H, W] float32 batch."""
     _check_count(len(instances), limit, "instances")
-    expected = _expected(shape)
+    expected = instance_shape(shape)
+    axes = tuple(range(1, len(expected) + 1))
     try:
         batch = np.asarray(instances, dtype=np.float32)
     except (ValueError, TypeError):
         batch = None
-    if batch is not None and shape[0] == 1 and batch.shape[1:] == shape:
-        batch = batch[:, 0]  # one channel sent as 1 x H x W
     if batch is None or batch.shape[1:] != expected:
         for index, instance in enumerate(instances):
             try:
                 found = np.shape(np.asarray(instance, dtype=object))
             except (ValueError, TypeError):  # ragged rows
                 found = "ragged"
-            if found != expected and not (shape[0] == 1 and found == shape):
+            if found != expected:
                 raise InvalidInputError(
                     f"instances[{index}] has shape {found}; expected {expected}",
                     f"instances[{index}]",
                 )
-        raise InvalidInputError(f"instances must be {'x'.join(map(str, expected))} arrays of "
-                                f"numbers", "instances")
-    flat = batch.reshape(batch.shape[0], -1)
-    finite = np.isfinite(flat).all(axis=1)
+        raise InvalidInputError(
+            f"instances must be {'x'.join(map(str, expected))} arrays of numbers", "instances")
+    finite = np.isfinite(batch).all(axis=axes)
     if not finite.all():
         index = int(np.flatnonzero(~finite)[0])
         raise InvalidInputError(f"instances[{index}] contains NaN or infinite values",
                                 f"instances[{index}]")
-    in_range = ((flat >= 0.0) & (flat <= 1.0)).all(axis=1)
+    in_range = ((batch >= 0.0) & (batch <= 1.0)).all(axis=axes)
     if not in_range.all():
         index = int(np.flatnonzero(~in_range)[0])
         raise InvalidInputError(f"instances[{index}] has pixel values outside [0, 1]",
                                 f"instances[{index}]")
-    return batch.reshape((batch.shape[0], *shape))
+    return batch.reshape((len(batch), *shape))
 
 
 # What orjson writes for anything in a nested list of numbers that is not a number:
@@ -82,16 +107,17 @@ def check_numbers_only(instances: list) -> None:
                 f"instances[{index}]")
 
 
-def batch_from_pngs(images: list[str], limit: int, shape: ImageShape) -> np.ndarray:
-    """Decode base64 PNGs of the model's size to [0, 1] floats; colour is converted to
-    grayscale for one-channel models, anything to RGB for three-channel ones."""
+def batch_from_pngs(images: list[str], limit: int,
+                    shape: tuple[int, int, int] = MNIST_IMAGE_SHAPE) -> np.ndarray:
+    """Decode base64 PNGs of the model's size to an [N, C, H, W] batch of [0, 1] floats
+    (colour is converted to grayscale for one-channel models, grey to RGB for three)."""
     _check_count(len(images), limit, "images")
     channels, height, width = shape
     mode = {1: "L", 3: "RGB"}.get(channels)
     if mode is None:
         raise InvalidInputError(f"this model takes {channels}-channel images, which PNG "
                                 f"input cannot carry; send instances", "images")
-    batch = np.empty((len(images), channels, height, width), dtype=np.float32)
+    batch = np.empty((len(images), height, width, channels), dtype=np.float32)
     for index, encoded in enumerate(images):
         field = f"images[{index}]"
         try:
@@ -104,10 +130,10 @@ def batch_from_pngs(images: list[str], limit: int, shape: ImageShape) -> np.ndar
                     raise InvalidInputError(f"{field} is {image.format}, not PNG", field)
                 if image.size != (width, height):
                     raise InvalidInputError(
-                        f"{field} is {image.size[0]}x{image.size[1]}; expected "
-                        f"{width}x{height}", field)
+                        f"{field} is {image.size[0]}x{image.size[1]}; "
+                        f"expected {width}x{height}", field)
                 pixels = np.asarray(image.convert(mode), dtype=np.float32) / 255.0
-            batch[index] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+                batch[index] = pixels.reshape(height, width, channels)
         except Image.DecompressionBombError:
             raise InvalidInputError(f"{field} claims an image far larger than "
                                     f"{width}x{height}", field) from None
@@ -115,7 +141,7 @@ def batch_from_pngs(images: list[str], limit: int, shape: ImageShape) -> np.ndar
             raise InvalidInputError(f"{field} is not valid base64", field) from None
         except (UnidentifiedImageError, OSError):
             raise InvalidInputError(f"{field} is not a readable PNG image", field) from None
-    return batch
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
 
 
 def _check_count(count: int, limit: int, field: str) -> None:
@@ -126,7 +152,19 @@ def _check_count(count: int, limit: int, field: str) -> None:
 
 
 @torch.inference_mode()
+def forward_probabilities(model: nn.Module, batch: np.ndarray,
+                          device: torch.device) -> np.ndarray:
+    """Class probabilities [N, classes] (float32, on the host) of an [N, C, H, W] batch.
+
+    ``batch`` is float32 in [0, 1] or uint8 grey levels 0-255; uint8 travels to the device
+    as bytes (a quarter of the float traffic) and is scaled to [0, 1] there."""
+    x = to_device(torch.from_numpy(batch), device)
+    if x.dtype == torch.uint8:
+        x = x.to(torch.float32).div_(255.0)
+    return torch.softmax(model(x), dim=1).cpu().numpy()
+
+
 def predict(model: nn.Module, batch: np.ndarray, device: torch.device) -> tuple[list[int], list[list[float]]]:
-    x = torch.from_numpy(batch).to(device)
-    probabilities = torch.softmax(model(x), dim=1).cpu()
-    return probabilities.argmax(dim=1).tolist(), probabilities.tolist()
+    """Labels and probabilities as lists, for JSON answers."""
+    probabilities = forward_probabilities(model, batch, device)
+    return probabilities.argmax(axis=1).tolist(), probabilities.tolist()

@@ -58,6 +58,7 @@ from torch.func import functional_call, grad, vmap
 from app.core.errors import InvalidInputError
 
 from app.ml.data import ImageData
+from app.ml.device import resident, to_device
 from app.unlearning.base import (
     enter_phase,
     ForgetTarget,
@@ -121,16 +122,18 @@ def compute_importances(model: nn.Module, images: torch.Tensor, labels: torch.Te
         return F.cross_entropy(logits, label.unsqueeze(0))
 
     per_image_gradient = vmap(grad(image_loss), in_dims=(None, 0, 0))
-    totals = {name: torch.zeros_like(p, device="cpu") for name, p in parameters.items()}
+    # Sums stay on the device (one copy to the host at the end, not one per minibatch).
+    totals = {name: torch.zeros_like(p) for name, p in parameters.items()}
+    images, labels = resident(images, device), resident(labels, device)
     n = int(labels.shape[0])
     for start in range(0, n, batch_size):
-        x = images[start : start + batch_size].to(device)
-        y = labels[start : start + batch_size].to(device)
+        x = to_device(images[start : start + batch_size], device)
+        y = to_device(labels[start : start + batch_size], device)
         for name, gradient in per_image_gradient(parameters, x, y).items():
-            totals[name] += gradient.detach().pow(2).sum(dim=0).cpu()
+            totals[name] += gradient.detach().pow(2).sum(dim=0)
         if progress is not None:
             progress(min(1.0, (start + batch_size) / n))
-    return {name: total / max(1, n) for name, total in totals.items()}
+    return {name: (total / max(1, n)).cpu() for name, total in totals.items()}
 
 
 @torch.no_grad()

@@ -1,0 +1,80 @@
+"""What every prediction route shares: find the version and its loaded model, then run the
+forward pass, through the dynamic batcher when it is on (``UNLEARN_PREDICT_BATCHING``)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from app.audit.service import record_artifact_failure
+from app.core.context import ServiceContext
+from app.core.errors import CorruptArtifactError, NotFoundError
+from app.prediction.batching import DynamicBatcher
+from app.prediction.service import forward_probabilities
+from app.registry.models import ModelVersion
+from app.registry.service import get_registered_model, get_version
+
+# Registry rows kept per Predictor. A version row never changes once published, so a kept
+# row cannot go stale; only the production pointer is read from the database each call.
+VERSION_ROWS_KEPT = 256
+
+
+class Predictor:
+    def __init__(self, ctx: ServiceContext):
+        self.ctx = ctx
+        settings = ctx.settings
+        self._versions: OrderedDict[tuple[str, int], ModelVersion] = OrderedDict()
+        self._lock = threading.Lock()
+        self.batcher: DynamicBatcher | None = None
+        if settings.predict_batching:
+            self.batcher = DynamicBatcher(
+                lambda model, images: forward_probabilities(model, images, ctx.device),
+                max_batch_size=settings.predict_batch_max_size,
+                max_wait_s=settings.predict_batch_max_wait_ms / 1000.0,
+                history=1024,
+            )
+
+    def load(self, model_version: int | None, actor: str, field: str = "model_version",
+             model_name: str | None = None) -> tuple[ModelVersion, object]:
+        """The version (default: production) and its model; blocking (database, files).
+
+        Rows are read once per version (with their metrics JSON, which a prediction does
+        not need): a call naming a version seen before touches no database."""
+        version = self._version_row(model_name or self.ctx.model_name, model_version, field)
+        try:
+            return version, self.ctx.models.get(version)
+        except CorruptArtifactError as error:
+            record_artifact_failure(self.ctx.db, error, actor)
+            raise
+
+    def _version_row(self, name: str, number: int | None, field: str) -> ModelVersion:
+        if number is not None:
+            with self._lock:
+                row = self._versions.get((name, number))
+            if row is not None:
+                return row
+        with self.ctx.db.session() as session:
+            if number is None:
+                number = get_registered_model(session, name).production_version
+                if number is None:
+                    raise NotFoundError(f"model {name!r} has no production version", field)
+                with self._lock:
+                    row = self._versions.get((name, number))
+                if row is not None:
+                    return row
+            row = get_version(session, name, number, field)
+        with self._lock:
+            self._versions[(name, number)] = row
+            while len(self._versions) > VERSION_ROWS_KEPT:
+                self._versions.popitem(last=False)
+        return row
+
+    async def probabilities(self, version: ModelVersion, model: object,
+                            images: np.ndarray) -> np.ndarray:
+        """[N, classes] float32 class probabilities of a checked [N, C, H, W] batch."""
+        if self.batcher is None:
+            return await asyncio.to_thread(forward_probabilities, model, images, self.ctx.device)
+        return await self.batcher.submit(version.artifact_sha256, model, images)

@@ -1,0 +1,176 @@
+"""The Open Inference Protocol (KServe v2) beside ``/predict``, so that KServe and Triton
+clients call the service unchanged. Health routes are public (probes carry no key); model
+metadata and inference need the client role, as ``/predict`` does. Versions are the
+registry's version numbers; ``/v2/models/{name}/infer`` answers from production."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import get_ctx
+from app.auth.deps import require
+from app.auth.service import Role
+from app.core.context import ServiceContext
+from app.core.errors import NotFoundError
+from app.db.migrations import migration_status
+from app.prediction import inference_protocol as protocol
+from app.prediction import service
+from app.prediction.predictor import Predictor
+from app.prediction.routes import get_caller, get_context, get_predictor
+from app.registry.models import ModelVersion, RegisteredModel
+from app.registry.service import get_version, list_versions
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol (KServe v2)"])
+client_only = [Depends(require(Role.client))]
+
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": protocol.InferenceRequest.model_json_schema()},
+            "application/octet-stream": {"schema": {
+                "type": "string", "format": "binary",
+                "description": "Binary data extension: the JSON header (its length in the "
+                "Inference-Header-Content-Length header), then the raw tensor bytes."}},
+        },
+    },
+}
+
+
+@router.get("/health/live", response_model=protocol.LiveResponse)
+def live() -> protocol.LiveResponse:
+    return protocol.LiveResponse(live=True)
+
+
+@router.get("/health/ready", response_model=protocol.ReadyResponse,
+            responses={503: {"model": protocol.ReadyResponse}})
+def ready(ctx: Annotated[ServiceContext, Depends(get_ctx)]):
+    """Ready when the database answers and its schema is at head (as ``/readyz``)."""
+    try:
+        current, head = migration_status(ctx.db.engine)
+        is_ready = current == head
+    except Exception:  # database unreachable
+        is_ready = False
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+@router.get("/models/{name}", response_model=protocol.ModelMetadata, dependencies=client_only)
+def model_metadata(name: str, ctx: Annotated[ServiceContext, Depends(get_ctx)]):
+    _check_name(ctx, name)
+    with ctx.db.session() as session:
+        versions, _ = list_versions(session, name, limit=100_000)
+    return _metadata(ctx, name, versions[-1] if versions else None,
+                     [str(v.version) for v in versions])
+
+
+@router.get("/models/{name}/versions/{version}", response_model=protocol.ModelMetadata,
+            dependencies=client_only)
+def version_metadata(name: str, version: str,
+                     ctx: Annotated[ServiceContext, Depends(get_ctx)]):
+    _check_name(ctx, name)
+    with ctx.db.session() as session:
+        row = get_version(session, name, _version_number(version), "version")
+    return _metadata(ctx, name, row, [str(row.version)])
+
+
+@router.get("/models/{name}/ready", response_model=protocol.ReadyResponse,
+            dependencies=client_only)
+def model_ready(name: str, ctx: Annotated[ServiceContext, Depends(get_ctx)],
+                predictor: Annotated[Predictor, Depends(get_predictor)],
+                actor: Annotated[str, Depends(get_caller)]):
+    """Ready when the production version's model loads (its artifact verifies)."""
+    _check_name(ctx, name)
+    predictor.load(None, actor, "name", model_name=name)
+    return protocol.ReadyResponse(ready=True)
+
+
+@router.get("/models/{name}/versions/{version}/ready", response_model=protocol.ReadyResponse,
+            dependencies=client_only)
+def version_ready(name: str, version: str,
+                  ctx: Annotated[ServiceContext, Depends(get_ctx)],
+                  predictor: Annotated[Predictor, Depends(get_predictor)],
+                  actor: Annotated[str, Depends(get_caller)]):
+    _check_name(ctx, name)
+    predictor.load(_version_number(version), actor, "version", model_name=name)
+    return protocol.ReadyResponse(ready=True)
+
+
+@router.post("/models/{name}/infer", dependencies=client_only, openapi_extra=INFER_BODY)
+async def infer_production(name: str, request: Request,
+                           ctx: Annotated[ServiceContext, Depends(get_context)],
+                           predictor: Annotated[Predictor, Depends(get_predictor)],
+                           actor: Annotated[str, Depends(get_caller)]) -> Response:
+    return await _infer(name, None, request, ctx, predictor, actor)
+
+
+@router.post("/models/{name}/versions/{version}/infer", dependencies=client_only,
+             openapi_extra=INFER_BODY)
+async def infer_version(name: str, version: str, request: Request,
+                        ctx: Annotated[ServiceContext, Depends(get_context)],
+                        predictor: Annotated[Predictor, Depends(get_predictor)],
+                        actor: Annotated[str, Depends(get_caller)]) -> Response:
+    return await _infer(name, _version_number(version), request, ctx, predictor, actor)
+
+
+async def _infer(name: str, version_number: int | None, request: Request,
+                 ctx: ServiceContext, predictor: Predictor, actor: str) -> Response:
+    _check_name(ctx, name)
+    body = await request.body()
+    header_length = request.headers.get(protocol.HEADER_LENGTH)
+    version, model, parsed = await run_in_threadpool(
+        _prepare, ctx, predictor, name, version_number, body, header_length, actor)
+    probabilities = await predictor.probabilities(version, model, parsed.images)
+    content, json_length = protocol.encode_response(name, version.version, parsed,
+                                                    probabilities)
+    if json_length is None:
+        return Response(content, media_type="application/json")
+    return Response(content, media_type="application/octet-stream",
+                    headers={protocol.HEADER_LENGTH: str(json_length)})
+
+
+def _prepare(ctx: ServiceContext, predictor: Predictor, name: str, version_number: int | None,
+             body: bytes, header_length: str | None, actor: str):
+    version, model = predictor.load(version_number, actor,
+                                    "version" if version_number is not None else "name",
+                                    model_name=name)
+    parsed = protocol.parse_request(body, header_length, service.image_shape(version),
+                                    ctx.settings.max_predict_batch)
+    return version, model, parsed
+
+
+def _metadata(ctx: ServiceContext, name: str, version: ModelVersion | None,
+              versions: list[str]) -> protocol.ModelMetadata:
+    shape = list(service.image_shape(version))
+    return protocol.ModelMetadata(
+        name=name,
+        versions=versions,
+        platform="pytorch_libtorch",
+        inputs=[protocol.TensorMetadata(name=protocol.INPUT_NAME, datatype="FP32",
+                                        shape=[-1, *shape])],
+        outputs=[
+            protocol.TensorMetadata(name=protocol.OUTPUT_PROBABILITIES, datatype="FP32",
+                                    shape=[-1, service.num_classes(version)]),
+            protocol.TensorMetadata(name=protocol.OUTPUT_LABEL, datatype="INT64", shape=[-1]),
+        ],
+        parameters={"accepted_input_datatypes": list(protocol.INPUT_DATATYPES),
+                    "max_batch_size": ctx.settings.max_predict_batch},
+    )
+
+
+def _check_name(ctx: ServiceContext, name: str) -> None:
+    """404 unless ``name`` is a registered model (``GET /registered-models`` lists them)."""
+    with ctx.db.session() as session:
+        if session.get(RegisteredModel, name) is None:
+            raise NotFoundError(f"no model named {name!r}; GET /registered-models lists the "
+                                f"hosted ones", "name")
+
+
+def _version_number(version: str) -> int:
+    if not version.isdigit() or not 1 <= int(version) <= 2_147_483_647:
+        raise NotFoundError(f"no version {version!r}: versions are whole numbers from 1",
+                            "version")
+    return int(version)

@@ -1,0 +1,135 @@
+"""Many concurrent single-image clients, with and without dynamic batching, on the
+configured device (UNLEARN_DEVICE; the report names it).
+
+Serves the shipped base model twice under uvicorn on 127.0.0.1 (threads of this process):
+once with dynamic batching (the settings' defaults unless given), once without. A separate
+client process keeps ``--clients`` single-image ``/predict`` calls in flight (asyncio +
+httpx, one connection per client) for ``--seconds`` against each server in turn, for
+``--rounds`` alternations, and reports requests/second and latency percentiles of each.
+
+    UNLEARN_DATA_DIR=../shared/data .venv/bin/python benchmarks/predict_concurrency.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import multiprocessing
+import statistics
+import time
+
+import numpy as np
+import orjson
+from _common import admin_headers, fresh_context, percentile, serve, write_result
+
+from app.main import create_app
+from app.ml.device import describe_device
+from app.prediction.predictor import Predictor
+
+
+def client_load(url: str, headers: dict, bodies: list[bytes], clients: int,
+                seconds: float) -> tuple[int, list[float], int]:
+    """Runs in the client process: (completed calls, latencies in s, failed calls)."""
+    import httpx
+
+    async def run():
+        latencies: list[float] = []
+        failures = 0
+        deadline = time.perf_counter() + seconds
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits,
+                                     timeout=60) as client:
+            async def one_client(index: int):
+                nonlocal failures
+                body = bodies[index % len(bodies)]
+                while time.perf_counter() < deadline:
+                    started = time.perf_counter()
+                    response = await client.post("/predict", content=body)
+                    if response.status_code == 200:
+                        latencies.append(time.perf_counter() - started)
+                    else:
+                        failures += 1
+            await asyncio.gather(*(one_client(i) for i in range(clients)))
+        return len(latencies), latencies, failures
+
+    return asyncio.run(run())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-batch", type=int, default=None)
+    parser.add_argument("--max-wait-ms", type=float, default=None)
+    parser.add_argument("--result", default="predict_concurrency.md")
+    args = parser.parse_args()
+
+    ctx = fresh_context()
+    overrides = {"predict_batching": True}
+    if args.max_batch is not None:
+        overrides["predict_batch_max_size"] = args.max_batch
+    if args.max_wait_ms is not None:
+        overrides["predict_batch_max_wait_ms"] = args.max_wait_ms
+    batched_ctx = dataclasses.replace(ctx, settings=ctx.settings.model_copy(update=overrides))
+    unbatched_ctx = dataclasses.replace(
+        ctx, settings=ctx.settings.model_copy(update={"predict_batching": False}))
+    data = ctx.data.get()
+    images = data.test_images[: args.clients, 0].numpy()
+    bodies = [orjson.dumps({"instances": [np.round(image, 4).tolist()]}) for image in images]
+    headers = {"content-type": "application/json", **admin_headers(ctx)}
+
+    apps = {}
+    for name, context in (("batched", batched_ctx), ("unbatched", unbatched_ctx)):
+        app = create_app(context, start_worker=False)
+        app.state.predictor = Predictor(context)
+        apps[name] = app
+    results: dict[str, list] = {"batched": [], "unbatched": []}
+    spawn = multiprocessing.get_context("spawn")
+    with serve(batched_ctx, apps["batched"]) as batched_url, \
+            serve(unbatched_ctx, apps["unbatched"]) as unbatched_url, \
+            spawn.Pool(1) as pool:
+        urls = {"batched": batched_url, "unbatched": unbatched_url}
+        for name, url in urls.items():  # warm-up
+            pool.apply(client_load, (url, headers, bodies, args.clients, 1.0))
+        for _ in range(args.rounds):
+            for name, url in urls.items():
+                results[name].append(pool.apply(
+                    client_load, (url, headers, bodies, args.clients, args.seconds)))
+    batch_sizes = [r.images for r in apps["batched"].state.predictor.batcher.history]
+
+    summary = {}
+    for name, runs in results.items():
+        completed = sum(r[0] for r in runs)
+        latencies = [value for r in runs for value in r[1]]
+        summary[name] = {
+            "rate": completed / (args.seconds * len(runs)),
+            "p50": statistics.median(latencies) * 1000,
+            "p99": percentile(latencies, 99) * 1000,
+            "failures": sum(r[2] for r in runs),
+        }
+    b, u = summary["batched"], summary["unbatched"]
+    settings = batched_ctx.settings
+    report = "\n".join([
+        f"{args.clients} concurrent single-image /predict clients (JSON), device: "
+        f"{describe_device(ctx.device)}; {args.rounds} alternating rounds of "
+        f"{args.seconds:g} s each; client in a separate process:",
+        f"- with dynamic batching (max {settings.predict_batch_max_size} images, "
+        f"max wait {settings.predict_batch_max_wait_ms:g} ms): {b['rate']:,.0f} requests/s, "
+        f"p50 {b['p50']:.1f} ms, p99 {b['p99']:.1f} ms",
+        f"- without batching: {u['rate']:,.0f} requests/s, p50 {u['p50']:.1f} ms, "
+        f"p99 {u['p99']:.1f} ms",
+        f"- throughput with batching / without: {b['rate'] / u['rate']:.2f}x",
+        f"- images per forward pass with batching (last {len(batch_sizes)} passes): "
+        f"median {statistics.median(batch_sizes) if batch_sizes else 0:g}, "
+        f"max {max(batch_sizes, default=0)}",
+        f"- failed calls: {b['failures'] + u['failures']}",
+    ])
+    print(report)
+    write_result(args.result, report)
+    ctx.close()
+
+
+if __name__ == "__main__":
+    main()
