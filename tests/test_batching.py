@@ -11,12 +11,8 @@ import pytest
 import torch
 
 from app.main import create_app
-from app.architectures.catalog import build_model as build_any_model
+from app.architectures.catalog import build_model
 from app.architectures.mnist_cnn import MNIST_SPEC
-
-
-def build_model():
-    return build_any_model(MNIST_SPEC)
 from app.prediction.batching import DynamicBatcher
 from app.prediction.service import forward_probabilities
 from tests.conftest import api_key, make_ctx, make_settings
@@ -27,7 +23,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def model(trained_state):
-    network = build_model()
+    network = build_model(MNIST_SPEC)
     network.load_state_dict(trained_state)
     return network.eval()
 
@@ -81,7 +77,7 @@ def test_batches_never_exceed_the_bound_and_a_large_call_runs_alone(model, small
 
 
 def test_versions_are_batched_apart(small_data, trained_state, model):
-    other = build_model().eval()  # untrained: different answers from the same images
+    other = build_model(MNIST_SPEC).eval()  # untrained: different answers from the same images
     calls = _calls(small_data, [2, 2, 2, 2])
     batcher = DynamicBatcher(_forward, max_batch_size=64, max_wait_s=0.02, history=100)
 

@@ -16,12 +16,8 @@ from fastapi.testclient import TestClient
 
 from app.core.errors import InvalidInputError
 from app.ml.device import resident, to_device
-from app.architectures.catalog import build_model as build_any_model
+from app.architectures.catalog import build_model
 from app.architectures.mnist_cnn import MNIST_SPEC
-
-
-def build_model():
-    return build_any_model(MNIST_SPEC)
 from app.prediction import inference_protocol as protocol
 from app.prediction.service import forward_probabilities, image_shape
 
@@ -39,7 +35,7 @@ def cuda(test):
 
 @pytest.fixture(scope="module")
 def model(trained_state):
-    network = build_model()
+    network = build_model(MNIST_SPEC)
     network.load_state_dict(trained_state)
     return network.eval()
 
