@@ -30,7 +30,7 @@ migrate: install
 	$(BIN)/unlearn db upgrade
 
 bootstrap: migrate
-	$(BIN)/unlearn bootstrap
+	$(BIN)/unlearn bootstrap --url http://$(HOST):$(PORT)
 
 serve: install
 	$(BIN)/unlearn serve --host $(HOST) --port $(PORT)

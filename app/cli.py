@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -40,7 +41,12 @@ def serve(
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
+    from app.auth.service import SERVED_URL_VARIABLE
+
     settings = _settings()
+    # The first-admin-key banner, printed by the app at startup, names this address.
+    shown_host = f"[{host}]" if ":" in host else host
+    os.environ[SERVED_URL_VARIABLE] = f"http://{shown_host}:{port}"
     if workers > 1 and settings.embedded_worker and settings.database_url.startswith("sqlite"):
         typer.echo("note: with several API processes on SQLite, each runs an embedded worker; "
                    "claims stay exclusive, but prefer PostgreSQL and `unlearn worker`.", err=True)
@@ -59,7 +65,10 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 
 
 @cli.command()
-def bootstrap() -> None:
+def bootstrap(
+    url: Annotated[str | None, typer.Option(
+        help="Where the API will be served (e.g. http://127.0.0.1:8000), for the banner.")] = None,
+) -> None:
     """Register the shipped base model as version 1 if no version exists yet; with no API
     key yet, create the first admin key and print it once."""
     from app.auth.service import announce_bootstrap_key, ensure_security
@@ -86,7 +95,7 @@ def bootstrap() -> None:
     else:
         typer.echo(f"registered base model as version {row.version} "
                    f"(test accuracy {row.metrics['test']['accuracy']:.4f})")
-    announce_bootstrap_key(token)
+    announce_bootstrap_key(token, url)
 
 
 @cli.command()
@@ -345,8 +354,11 @@ def keys_create(
     role: Annotated[list[str], typer.Option(
         help="admin, privacy_officer, auditor or client; repeat for several.")],
     expires_in_days: Annotated[float | None, typer.Option(min=0.001)] = None,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Print the key alone (nothing on stderr).")] = False,
 ) -> None:
-    """Create a key and print it once (only its salted hash is stored)."""
+    """Create a key and print it once (only its salted hash is stored). The key alone goes
+    to stdout, so that KEY=$(unlearn keys create ...) captures it; the rest to stderr."""
     import datetime as dt
 
     from app.auth.service import create_key
@@ -363,9 +375,11 @@ def keys_create(
         _fail(error.message)
     finally:
         db.dispose()
-    typer.echo(f"created key {key.name} (id {key.id}, roles {', '.join(key.roles)}"
-               + (f", expires {key.expires_at.isoformat()}" if key.expires_at else "") + ")")
-    typer.echo("the key (shown only now):", err=True)
+    if not quiet:
+        typer.echo(f"created key {key.name} (id {key.id}, roles {', '.join(key.roles)}"
+                   + (f", expires {key.expires_at.isoformat()}" if key.expires_at else "")
+                   + ")", err=True)
+        typer.echo("the key (shown only now):", err=True)
     typer.echo(token)
 
 
