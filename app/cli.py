@@ -19,7 +19,20 @@ db_cli = typer.Typer(help="Database migrations.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 
 
+def _find_shared_data() -> None:
+    """As the Makefile does: without UNLEARN_DATA_DIR, a shared MNIST copy beside the
+    checkout (``../shared/data/MNIST/raw``) is used, and the CLI says so."""
+    if "UNLEARN_DATA_DIR" in os.environ:
+        return
+    shared = Path("..", "shared", "data")
+    if (shared / "MNIST" / "raw").is_dir():
+        os.environ["UNLEARN_DATA_DIR"] = str(shared.resolve())
+        typer.echo(f"note: UNLEARN_DATA_DIR not set; using MNIST at {shared.resolve()}",
+                   err=True)
+
+
 def _settings():
+    _find_shared_data()
     try:
         return get_settings()
     except ConfigError as error:
@@ -298,6 +311,7 @@ def worker(
 
     from app.core.context import build_context
     from app.forgetting.worker import Notifier, Worker
+    from app.ml.data import DataUnavailableError
 
     settings = _settings()
     _configure_logging(settings.log_level)
@@ -317,6 +331,9 @@ def worker(
     signal.signal(signal.SIGINT, on_signal)
     try:
         loop.run_forever()  # warms up (data, model, features), logs 'ready', polls
+    except DataUnavailableError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
     finally:
         ctx.close()
 
