@@ -23,6 +23,10 @@ def get_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
     if credentials is None or not credentials.credentials:
+        sent = request.headers.get("authorization", "").strip()
+        if sent and " " not in sent:  # `Authorization: <key>`: the scheme is missing
+            raise UnauthenticatedError("the Authorization header lacks its scheme: send "
+                                       "'Authorization: Bearer <key>', not the bare key")
         raise UnauthenticatedError("an API key is required: send 'Authorization: Bearer <key>'")
     with request.app.state.ctx.db.session() as session:
         principal = authenticate(session, credentials.credentials)

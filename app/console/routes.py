@@ -123,7 +123,7 @@ def _error(request: Request, html: bool, status: int, title: str, message: str,
            field: str | None = None) -> Response:
     if not html:  # the API's error shape
         code = {403: "forbidden", 404: "not_found", 409: "conflict", 413: "payload_too_large",
-                422: "invalid_input", 503: "unavailable"}.get(status, "error")
+                422: "validation_error", 503: "unavailable"}.get(status, "error")
         return JSONResponse({"error": {"code": code, "message": message, "field": field}},
                             status_code=status)
     return templates.TemplateResponse(

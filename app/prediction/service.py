@@ -73,6 +73,10 @@ def batch_from_pngs(images: list[str], limit: int, shape: ImageShape) -> np.ndar
     for index, encoded in enumerate(images):
         field = f"images[{index}]"
         try:
+            if encoded.startswith("data:"):  # a data URL, as browsers write them
+                prefix, _, encoded = encoded.partition(",")
+                if not prefix.endswith(";base64"):
+                    raise InvalidInputError(f"{field} is a data URL without ';base64'", field)
             raw = base64.b64decode(encoded, validate=True)
             with Image.open(io.BytesIO(raw)) as image:
                 if image.format != "PNG":
