@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from app.api.deps import get_actor, get_ctx, get_session
+from app.api.fields import omit_fields
 from app.api.pagination import decode_cursor, encode_cursor
 from app.auth.deps import ANY_ROLE, require
 from app.auth.service import Role
@@ -112,12 +113,14 @@ def create_forget_request(
     else:
         request.app.state.notifier.notify()  # wake the embedded worker now
     response.headers["Location"] = f"/forget-requests/{created.id}"
-    if not wait:
-        return to_read(created, ctx.model_name)
-    finished = _wait_until_finished(ctx, request, created.id, ctx.settings.wait_timeout_s)
-    if finished.status in FINISHED:
-        response.status_code = 200
-    return to_read(finished, ctx.model_name)
+    if wait:
+        created = _wait_until_finished(ctx, request, created.id, ctx.settings.wait_timeout_s)
+        if created.status in FINISHED:
+            response.status_code = 200
+    filed = to_read(created, ctx.model_name)
+    # No model_version in the body: it starts from the production version, and says so.
+    filed.source_version_was_default = body.model_version is None
+    return filed
 
 
 def _wait_until_finished(ctx: ServiceContext, request: Request, request_id: str,
@@ -153,7 +156,11 @@ def list_forget_requests(
     method: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
+    include: Annotated[list[Literal["metrics"]], Query(
+        description="Add each request's before/after metrics (repeatable); without it the "
+                    "items are summaries and GET /forget-requests/{id} has them.")] = [],  # noqa: B006
 ) -> ForgetRequestList:
+    """Requests, newest first, as summaries (no metrics unless ``?include=metrics``)."""
     before = None
     decoded = decode_cursor(cursor)
     if decoded is not None:
@@ -167,8 +174,9 @@ def list_forget_requests(
         subject_reference=subject_reference, method=method, model_name=model,
     )
     next_cursor = encode_cursor([last.created_at.isoformat(), last.id]) if last else None
-    return ForgetRequestList(items=[to_read(row, ctx.model_name) for row in rows],
-                             next_cursor=next_cursor)
+    listed = ForgetRequestList(items=[to_read(row, ctx.model_name) for row in rows],
+                               next_cursor=next_cursor)
+    return omit_fields(listed, {"metrics"} - set(include))
 
 
 @router.get("/methods", response_model=MethodList, tags=["methods"],

@@ -110,7 +110,11 @@ class ForgetRequestRead(BaseModel):
     subject_reference: str
     reason: str
     error: str | None
-    metrics: ForgetRequestMetrics
+    metrics: ForgetRequestMetrics | None = Field(
+        default=None, description="Before/after metrics (in a list only with ?include=metrics).")
+    source_version_was_default: bool | None = Field(
+        default=None, description="On filing: true when no source_version was given and the "
+        "request starts from the production version.")
     progress: float
     attempts: int = Field(description="Claims so far (a vanished worker's claim counts).")
     worker_id: str | None = Field(default=None, description="The worker holding it now.")
