@@ -187,9 +187,9 @@ def download_mnist(data_dir: Path, probe_timeout_s: float = 3.0) -> None:
         MNIST(root=str(data_dir), train=True, download=True)
         MNIST(root=str(data_dir), train=False, download=True)
     except Exception as error:  # torchvision raises RuntimeError or URLError variants
+        first_line = str(error).splitlines()[0] if str(error) else repr(error)
         raise DataUnavailableError(mnist_missing_message(
-            data_dir, f"the download failed ({str(error).splitlines()[0] if str(error) else error!r})")
-        ) from None
+            data_dir, f"the download failed ({first_line})")) from None
 
 
 def load_mnist(data_dir: Path, download: bool = True) -> ImageData:
