@@ -621,8 +621,14 @@ def try_page(request: Request, left: int | None = None, right: int | None = None
         versions = _all_versions(_model_name(request), session)
         production = registry_service.production_version(session, _model_name(request))
     numbers = [row.version for row in versions]
-    left = left if left in numbers else (production or (numbers[0] if numbers else None))
-    right = right if right in numbers else (numbers[-1] if numbers else None)
+    # By default a parent and its child: the newest version with a parent, and that parent.
+    child = next((row for row in sorted(versions, key=lambda row: row.version, reverse=True)
+                  if row.parent_version in numbers), None)
+    if right not in numbers:
+        right = child.version if child else (numbers[-1] if numbers else None)
+    if left not in numbers:
+        parent = next((row.parent_version for row in versions if row.version == right), None)
+        left = parent if parent in numbers else (production or (numbers[0] if numbers else None))
     return templates.TemplateResponse(request, "try.html", _context(
         request, versions=versions, left=left, right=right, production=production))
 
