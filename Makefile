@@ -9,18 +9,20 @@ BIN := $(VENV)/bin
 # machines have no internet); else ./data, where torchvision downloads it.
 export UNLEARN_DATA_DIR ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../shared/data),./data)
 
-.PHONY: run test install install-dev migrate bootstrap serve worker bench clean
+.PHONY: run test lint install install-dev migrate bootstrap serve worker bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e .
+# constraints.txt pins every package to the versions the suite last passed with
+# (regenerate: $(BIN)/pip freeze --exclude-editable > constraints.txt).
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e ".[dev]"
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -30,7 +32,7 @@ migrate: install
 	$(BIN)/unlearn db upgrade
 
 bootstrap: migrate
-	$(BIN)/unlearn bootstrap
+	$(BIN)/unlearn bootstrap --url http://$(HOST):$(PORT)
 
 serve: install
 	$(BIN)/unlearn serve --host $(HOST) --port $(PORT)
@@ -46,6 +48,11 @@ worker: install
 
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff and mypy as configured in pyproject.toml (.pre-commit-config.yaml runs the same).
+lint: install-dev
+	$(BIN)/ruff check app tests migrations benchmarks
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python benchmarks/alpha_sweep.py

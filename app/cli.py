@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +18,20 @@ db_cli = typer.Typer(help="Database migrations.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 
 
+def _find_shared_data() -> None:
+    """As the Makefile does: without UNLEARN_DATA_DIR, a shared MNIST copy beside the
+    checkout (``../shared/data/MNIST/raw``) is used, and the CLI says so."""
+    if "UNLEARN_DATA_DIR" in os.environ:
+        return
+    shared = Path("..", "shared", "data")
+    if (shared / "MNIST" / "raw").is_dir():
+        os.environ["UNLEARN_DATA_DIR"] = str(shared.resolve())
+        typer.echo(f"note: UNLEARN_DATA_DIR not set; using MNIST at {shared.resolve()}",
+                   err=True)
+
+
 def _settings():
+    _find_shared_data()
     try:
         return get_settings()
     except ConfigError as error:
@@ -41,8 +54,13 @@ def serve(
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
+    from app.auth.service import SERVED_URL_VARIABLE
+
     settings = _settings()
     _configure_logging(settings.log_level, settings.log_format)  # uvicorn's startup lines
+    # The first-admin-key banner, printed by the app at startup, names this address.
+    shown_host = f"[{host}]" if ":" in host else host
+    os.environ[SERVED_URL_VARIABLE] = f"http://{shown_host}:{port}"
     if workers > 1 and settings.embedded_worker and settings.database_url.startswith("sqlite"):
         typer.echo("note: with several API processes on SQLite, each runs an embedded worker; "
                    "claims stay exclusive, but prefer PostgreSQL and `unlearn worker`.", err=True)
@@ -92,7 +110,10 @@ def db_grant_app_role(
 
 
 @cli.command()
-def bootstrap() -> None:
+def bootstrap(
+    url: Annotated[str | None, typer.Option(
+        help="Where the API will be served (e.g. http://127.0.0.1:8000), for the banner.")] = None,
+) -> None:
     """Register the shipped base model as version 1 if no version exists yet; with no API
     key yet, create the first admin key and print it once."""
     from app.auth.service import announce_bootstrap_key, ensure_security
@@ -119,7 +140,7 @@ def bootstrap() -> None:
     else:
         typer.echo(f"registered base model as version {row.version} "
                    f"(test accuracy {row.metrics['test']['accuracy']:.4f})")
-    announce_bootstrap_key(token)
+    announce_bootstrap_key(token, url)
 
 
 @cli.command()
@@ -328,6 +349,7 @@ def worker(
     from app.core.context import build_context
     from app.forgetting.execution import warm_up
     from app.forgetting.jobs import QUEUES, JobWorker
+    from app.ml.data import DataUnavailableError
 
     from app.observability.lifecycle import start_operations
 
@@ -349,6 +371,9 @@ def worker(
     try:
         warm_up(ctx)  # data, production model and features before the first request
         asyncio.run(JobWorker(ctx, queues=chosen).run())  # logs 'ready', runs until signalled
+    except DataUnavailableError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
     finally:
         operations.stop()
         ctx.close()
@@ -387,8 +412,11 @@ def keys_create(
     role: Annotated[list[str], typer.Option(
         help="admin, privacy_officer, auditor or client; repeat for several.")],
     expires_in_days: Annotated[float | None, typer.Option(min=0.001)] = None,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Print the key alone (nothing on stderr).")] = False,
 ) -> None:
-    """Create a key and print it once (only its salted hash is stored)."""
+    """Create a key and print it once (only its salted hash is stored). The key alone goes
+    to stdout, so that KEY=$(unlearn keys create ...) captures it; the rest to stderr."""
     import datetime as dt
 
     from app.auth.service import create_key
@@ -405,9 +433,11 @@ def keys_create(
         _fail(error.message)
     finally:
         db.dispose()
-    typer.echo(f"created key {key.name} (id {key.id}, roles {', '.join(key.roles)}"
-               + (f", expires {key.expires_at.isoformat()}" if key.expires_at else "") + ")")
-    typer.echo("the key (shown only now):", err=True)
+    if not quiet:
+        typer.echo(f"created key {key.name} (id {key.id}, roles {', '.join(key.roles)}"
+                   + (f", expires {key.expires_at.isoformat()}" if key.expires_at else "")
+                   + ")", err=True)
+        typer.echo("the key (shown only now):", err=True)
     typer.echo(token)
 
 
@@ -451,15 +481,17 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="The key's id or name.")
 
 @keys_cli.command("matrix")
 def keys_matrix(
-    only: list[str] = typer.Option([], "--only", help="Only routes under this path prefix."),
-    exclude: list[str] = typer.Option([], "--exclude", help="Leave out this path prefix."),
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="Only routes under this path prefix.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(
+        "--exclude", help="Leave out this path prefix.")] = None,
 ) -> None:
     """Print which role may call which route (Markdown), read from the routes themselves."""
     from app.auth.deps import role_matrix_markdown
     from app.main import create_app
 
-    typer.echo(role_matrix_markdown(create_app(start_worker=False), only=tuple(only),
-                                    exclude=tuple(exclude)))
+    typer.echo(role_matrix_markdown(create_app(start_worker=False), only=tuple(only or ()),
+                                    exclude=tuple(exclude or ())))
 
 
 @audit_cli.command("verify")

@@ -42,7 +42,6 @@ from _common import (
 )
 
 from app.evaluation.service import named_set_masks
-from app.ml.device import describe_device
 from app.ml.training import TrainingRecipe, train_model
 from app.unlearning.base import ForgetTarget
 

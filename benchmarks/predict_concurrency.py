@@ -91,7 +91,7 @@ def main() -> None:
             serve(unbatched_ctx, apps["unbatched"]) as unbatched_url, \
             spawn.Pool(1) as pool:
         urls = {"batched": batched_url, "unbatched": unbatched_url}
-        for name, url in urls.items():  # warm-up
+        for url in urls.values():  # warm-up
             pool.apply(client_load, (url, headers, bodies, args.clients, 1.0))
         for _ in range(args.rounds):
             for name, url in urls.items():

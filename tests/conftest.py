@@ -3,6 +3,7 @@ and PostgreSQL for the tests that ask for both), and an app served through httpx
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -26,6 +27,38 @@ POSTGRES_URL = os.environ.get(
     "UNLEARN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 IN_CI = bool(os.environ.get("CI"))
+
+
+# The suite's own knobs (where MNIST, PostgreSQL, Chromium and Fashion-MNIST are; how many
+# fuzz examples; whether to refresh the docs' screenshots). Every other UNLEARN_* variable
+# configures the service, and one left in the shell (UNLEARN_BOOTSTRAP_ADMIN_KEY after the
+# scale-out section, say) must not change what the tests see.
+TEST_HARNESS_VARIABLES = frozenset({
+    "UNLEARN_DATA_DIR", "UNLEARN_TEST_POSTGRES_URL", "UNLEARN_FASHION_MNIST_DIR",
+    "UNLEARN_CHROMIUM", "UNLEARN_UPDATE_DOCS_SCREENSHOTS", "UNLEARN_FUZZ_EXAMPLES",
+})
+
+
+@contextlib.contextmanager
+def service_environment_cleared(environ=os.environ, keep=TEST_HARNESS_VARIABLES):
+    """Remove every UNLEARN_* variable not in ``keep`` for the duration, then put them
+    back exactly as they were (save, delete, restore: no monkeypatch, which is per test)."""
+    saved = {key: value for key, value in environ.items()
+             if key.startswith("UNLEARN_") and key not in keep}
+    for key in saved:
+        del environ[key]
+    try:
+        yield saved
+    finally:
+        for key in [key for key in environ if key.startswith("UNLEARN_") and key not in keep]:
+            del environ[key]
+        environ.update(saved)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clear_service_environment():
+    with service_environment_cleared():
+        yield
 
 
 def _unavailable(reason: str):

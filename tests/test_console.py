@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.console import auth
 from app.main import create_app
-from tests.conftest import api_key
+from tests.conftest import api_key, forget_body
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -130,6 +130,34 @@ def test_posts_without_the_csrf_token_are_refused(console, client):
     out = console.post("/console/logout", data={"csrf_token": csrf_of(console)})
     assert out.status_code == 303
     assert console.get("/console/models").status_code == 303
+
+
+def test_the_form_shows_the_source_version_before_filing(console):
+    log_in(console)
+    form = console.get("/console/forget-requests/new")
+    assert form.status_code == 200
+    hint = re.search(r'id="source-version-hint">(.*?)</span>', form.text, re.S)
+    assert hint and "starts from v1" in hint.group(1) and "source_version" in hint.group(1)
+
+
+def test_try_it_defaults_to_a_parent_and_its_child(console, client):
+    child = client.post("/forget-requests?wait=true", json=forget_body(model_version=1))
+    assert child.status_code == 200, child.text
+    version = child.json()["result_version"]
+    # The child in production: the old defaults (production, newest) showed it twice.
+    assert client.post(f"/models/{version}/promote").status_code == 200
+    log_in(console)
+    page = console.get("/console/try").text
+    selected = re.findall(r'<select id="version-(left|right)">.*?<option value="(\d+)" selected',
+                          page, re.S)
+    assert dict(selected) == {"left": "1", "right": str(version)}
+
+
+def test_membership_figures_are_rounded():
+    from app.console.views import flatten
+
+    assert flatten({"mia": {"auc": 0.5123456789, "n": 2000}}) == [("mia.auc", 0.5123),
+                                                                   ("mia.n", 2000)]
 
 
 def test_file_a_request_through_the_form_and_review_it(console, client):

@@ -6,7 +6,6 @@ lone surrogates and integers >= 2**31 that SQLite stores)."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import struct
 import zlib

@@ -87,6 +87,20 @@ def test_intact_chain_reports_head_and_count(chain_db):
     assert not _verify(chain_db, anchor=type(head)(3, "0" * 64)).intact
 
 
+def test_wrong_anchor_reports_the_real_head_and_the_mismatch_apart(chain_db):
+    _append(chain_db, 5)
+    with chain_db.db.session() as session:
+        head = chain_head(session)
+    for anchor in (type(head)(3, "0" * 64), type(head)(head.seq + 10, "0" * 64)):
+        result = _verify(chain_db, anchor=anchor)
+        assert not result.intact and result.anchor_matches is False and result.chain_intact
+        assert (result.head_seq, result.head_hash) == (head.seq, head.hash)
+        assert result.entries_checked == head.seq and result.broken_seq is None
+        assert "anchor" in result.reason and "ANCHOR MISMATCH" in result.describe()
+    matched = _verify(chain_db, anchor=head)
+    assert matched.intact and matched.anchor_matches is True and matched.chain_intact
+
+
 def _change(ctx):
     _raw(ctx, "UPDATE audit_log SET actor = 'mallory' WHERE seq = 3")
     return 3, "changed"

@@ -226,6 +226,50 @@ def test_bootstrap_takes_the_key_from_the_environment(tmp_path, feature_cache_di
         context.close()
 
 
+def test_bootstrap_banner_names_the_port_served(ctx, capsys, monkeypatch):
+    """`unlearn serve --port 8123` tells its app processes where they listen; the first
+    admin key's banner shows that address, not a hard-coded :8000."""
+    import uvicorn
+
+    from app.auth.service import SERVED_URL_VARIABLE, announce_bootstrap_key
+    from app.cli import serve
+
+    monkeypatch.delenv(SERVED_URL_VARIABLE, raising=False)
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    monkeypatch.setenv("UNLEARN_DATABASE_URL", ctx.settings.database_url)
+    serve(host="0.0.0.0", port=8123, workers=1)
+    with TestClient(create_app(ctx)):
+        pass
+    banner = capsys.readouterr().err
+    assert "http://0.0.0.0:8123/models" in banner and ":8000" not in banner
+    monkeypatch.delenv(SERVED_URL_VARIABLE)
+    announce_bootstrap_key("ulk_x", "http://127.0.0.1:9000")  # `unlearn bootstrap --url`
+    assert "http://127.0.0.1:9000/models" in capsys.readouterr().err
+
+
+def test_keys_cli_create_prints_only_the_key_on_stdout(ctx, monkeypatch):
+    """KEY=$(unlearn keys create ...) captures the key alone; --quiet silences the rest."""
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+    from app.core.config import get_settings
+
+    monkeypatch.setenv("UNLEARN_DATABASE_URL", ctx.settings.database_url)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        created = runner.invoke(cli, ["keys", "create", "--name", "ci", "--role", "client"])
+        assert created.exit_code == 0, created.output
+        assert created.stdout.count("\n") == 1 and created.stdout.startswith("ulk_")
+        assert "created key ci" in created.stderr
+        quiet = runner.invoke(cli, ["keys", "create", "--name", "ci2", "--role", "client",
+                                    "--quiet"])
+        assert quiet.exit_code == 0, quiet.output
+        assert quiet.stdout.count("\n") == 1 and quiet.stderr == ""
+    finally:
+        get_settings.cache_clear()
+
+
 def test_keys_cli_create_list_revoke(ctx, monkeypatch):
     from typer.testing import CliRunner
 

@@ -68,17 +68,38 @@ def _field_name(location: tuple) -> str:
     return name or "body"
 
 
+async def _json_error_message(request: Request, item: dict) -> str:
+    """'the body is not valid JSON: <reason> at line L column C' (not 'field "[15]"')."""
+    reason = (item.get("ctx") or {}).get("error") or item.get("msg", "invalid JSON")
+    location = tuple(item.get("loc", ()))
+    position = location[1] if len(location) > 1 and isinstance(location[1], int) else None
+    if position is None:
+        return f"the body is not valid JSON: {reason}"
+    body = await request.body()
+    line = body.count(b"\n", 0, position) + 1
+    column = position - body.rfind(b"\n", 0, position)
+    return f"the body is not valid JSON: {reason} at line {line} column {column}"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, error: ServiceError) -> JSONResponse:
-        return JSONResponse(error_body(error.code, error.message, error.field),
+        details = None
+        if error.status_code == 422:  # every validation error carries details
+            details = [{"field": error.field or "body", "message": error.message}]
+        return JSONResponse(error_body(error.code, error.message, error.field, details),
                             status_code=error.status_code,
                             headers=getattr(error, "headers", None))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         details = []
         for item in error.errors():
+            if item.get("type") == "json_invalid":  # loc is ("body", position)
+                message = await _json_error_message(request, item)
+                return JSONResponse(error_body("validation_error", message, "body",
+                                               [{"field": "body", "message": message}]),
+                                    status_code=422)
             field = _field_name(tuple(item.get("loc", ())))
             details.append({"field": field, "message": item.get("msg", "invalid")})
         first = details[0] if details else {"field": "body", "message": "invalid request"}

@@ -29,7 +29,7 @@ class BodySizeLimitMiddleware:
             return
         nul_field = _nul_field(scope)
         if nul_field is not None:
-            await self._reply(send, 422, "invalid_input",
+            await self._reply(send, 422, "validation_error",
                               f"{nul_field}: NUL characters are not allowed", nul_field)
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")

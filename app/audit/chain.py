@@ -76,6 +76,15 @@ class Verification:
     broken_seq: int | None = None
     broken_id: int | None = None
     reason: str | None = None
+    # With an anchor: whether the chain still holds it (None: no anchor, or the chain broke
+    # before reaching it). A mismatch makes ``intact`` false, while ``chain_intact`` and the
+    # head still describe the chain as it is.
+    anchor_matches: bool | None = None
+    chain_intact: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.chain_intact is None:
+            self.chain_intact = self.intact
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,6 +95,9 @@ class Verification:
                     f"head seq {self.head_seq} hash {self.head_hash}")
         where = f"entry seq {self.broken_seq}" + (
             f" (id {self.broken_id})" if self.broken_id is not None else "")
+        if self.chain_intact:  # the chain itself verified; the anchor did not
+            return (f"audit log chain intact ({self.entries_checked} entries, head seq "
+                    f"{self.head_seq} hash {self.head_hash}) but ANCHOR MISMATCH: {self.reason}")
         return f"audit log BROKEN at {where}: {self.reason}"
 
 
@@ -96,6 +108,7 @@ def verify_records(records: Iterable[Mapping[str, Any]], head: ChainHead | None 
     (seq, hash) recorded earlier, e.g. from a certificate, that the chain must still hold."""
     previous_hash, expected_seq, checked = GENESIS_HASH, 1, 0
     anchor_seen = False
+    anchor_problem: str | None = None
 
     def broken(record: Mapping[str, Any] | None, seq: int, reason: str) -> Verification:
         return Verification(False, checked, expected_seq - 1, previous_hash, seq,
@@ -123,9 +136,10 @@ def verify_records(records: Iterable[Mapping[str, Any]], head: ChainHead | None 
             return broken(record, seq, "its content does not match its hash (it was changed)")
         if anchor is not None and seq == anchor.seq:
             anchor_seen = True
-            if recomputed != anchor.hash:
-                return broken(record, seq, "its hash differs from the expected anchor hash "
-                                           "(the chain was rewritten up to here)")
+            if recomputed != anchor.hash:  # reported after the walk, with the real head
+                anchor_problem = (f"entry seq {seq}'s hash differs from the expected anchor "
+                                  "hash (the chain was rewritten up to here, or the anchor "
+                                  "is wrong)")
         previous_hash, expected_seq, checked = recomputed, expected_seq + 1, checked + 1
 
     if head is not None and (head.seq != checked or head.hash != previous_hash):
@@ -141,6 +155,10 @@ def verify_records(records: Iterable[Mapping[str, Any]], head: ChainHead | None 
                             f"entries after seq {head.seq} were not appended through the "
                             f"service (the chain head is at seq {head.seq})")
     if anchor is not None and not anchor_seen:
-        return Verification(False, checked, checked, previous_hash, anchor.seq, None,
-                            f"the anchor entry seq {anchor.seq} is missing (log truncated)")
-    return Verification(True, checked, checked, previous_hash)
+        anchor_problem = (f"the anchor entry seq {anchor.seq} is missing (the log ends at seq "
+                          f"{checked}: truncated, or the anchor is wrong)")
+    if anchor_problem is not None:
+        return Verification(False, checked, checked, previous_hash, reason=anchor_problem,
+                            anchor_matches=False, chain_intact=True)
+    return Verification(True, checked, checked, previous_hash,
+                        anchor_matches=True if anchor is not None else None)

@@ -68,7 +68,7 @@ def verify_audit_log(
         "With anchor_hash: an entry recorded earlier (e.g. a certificate's chain head) "
         "that the chain must still contain unchanged."))] = None,
     anchor_hash: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
-) -> AuditVerification:
+) -> AuditCheckpointVerification:
     """Recompute the hash chain and check it against the latest signed checkpoint (kept
     outside the database); name the first broken entry or the checkpoint finding."""
     if (anchor_seq is None) != (anchor_hash is None):

@@ -34,6 +34,11 @@ class AuditVerification(BaseModel):
     broken_seq: int | None = Field(default=None, description="the first entry that does not fit")
     broken_id: int | None = None
     reason: str | None = None
+    chain_intact: bool = Field(default=True, description=(
+        "The hash chain and its head verify (with intact false, an anchor mismatch alone "
+        "leaves this true)"))
+    anchor_matches: bool | None = Field(default=None, description=(
+        "With anchor_seq/anchor_hash: whether the chain holds that entry unchanged"))
 
 
 class CheckpointCheck(BaseModel):

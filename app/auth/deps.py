@@ -24,6 +24,10 @@ def get_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
     if credentials is None or not credentials.credentials:
+        sent = request.headers.get("authorization", "").strip()
+        if sent and " " not in sent:  # `Authorization: <key>`: the scheme is missing
+            raise UnauthenticatedError("the Authorization header lacks its scheme: send "
+                                       "'Authorization: Bearer <key>', not the bare key")
         raise UnauthenticatedError("an API key is required: send 'Authorization: Bearer <key>'")
     return authenticate_throttled(request, credentials.credentials, "api")
 

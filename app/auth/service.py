@@ -195,18 +195,28 @@ def ensure_security(ctx) -> str | None:
 BOOTSTRAP_FROM_ENV = "(the value of UNLEARN_BOOTSTRAP_ADMIN_KEY)"
 
 
-def announce_bootstrap_key(token: str | None) -> None:
-    """Print a new admin key once, where the operator starting the service will see it."""
+# Set by `unlearn serve` for its app processes: the address the banner shows.
+SERVED_URL_VARIABLE = "UNLEARN_SERVED_URL"
+
+
+def announce_bootstrap_key(token: str | None, base_url: str | None = None) -> None:
+    """Print a new admin key once, where the operator starting the service will see it;
+    ``base_url`` is where the API is served (from ``unlearn serve``, or ``bootstrap --url``)."""
+    import os
     import sys
 
     if token is None:
         return
+    base_url = base_url or os.environ.get(SERVED_URL_VARIABLE)
+    where = (f"{base_url.rstrip('/')}/models" if base_url else
+             "<URL>/models   (<URL>: where `unlearn serve` listens, by default "
+             "http://127.0.0.1:8000)")
     lines = [
         "",
         "=" * 72,
         f"Created the first admin API key ({BOOTSTRAP_KEY_NAME}). It is shown only now:",
         f"    {token}",
-        "Use it as:  curl -H 'Authorization: Bearer <key>' http://127.0.0.1:8000/models",
+        f"Use it as:  curl -H 'Authorization: Bearer <key>' {where}",
         "Create keys for people and programs with: unlearn keys create --name NAME --role ROLE",
         "=" * 72,
         "",

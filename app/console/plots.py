@@ -76,14 +76,15 @@ def per_class_bars(series: dict[str, Sequence[float | None]], title: str,
     axes.set_xlabel("class (* = forgotten)" if highlight else "class")
     axes.set_ylabel("test accuracy (%)")
     axes.set_title(title)
-    if len(series) > 1:
-        axes.legend(loc="lower left", fontsize="small")
+    if len(series) > 1:  # beside the axes, never over the bars
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+                    frameon=False)
     return _png(figure)
 
 
 def confusion_heatmap(matrix: Sequence[Sequence[int]], title: str) -> bytes:
     """Rows: true class; columns: predicted class; colour: share of the row."""
-    figure = _figure(4.6, 4.0)
+    figure = _figure(6.0, 5.2)  # room for four-digit counts in readable type
     axes = figure.add_subplot()
     shares = []
     for row in matrix:
@@ -93,7 +94,7 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], title: str) -> bytes:
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
             if value:
-                axes.text(j, i, str(value), ha="center", va="center", fontsize=6,
+                axes.text(j, i, str(value), ha="center", va="center", fontsize=8,
                           color="white" if shares[i][j] > 0.5 else "black")
     axes.set_xticks(CLASSES)
     axes.set_yticks(CLASSES)
@@ -122,8 +123,16 @@ def sweep_plot(rows: Sequence[dict], forgotten_class: int) -> bytes:
         axes.set_xlabel("alpha")
         axes.set_ylabel(label)
         axes.grid(True, alpha=0.3)
-    loss_axes.set_yscale("symlog", linthresh=1.0)
+    # Losses span decades (0.01 to 10+): a log axis with plain-number ticks (0.01, 0.1, 1,
+    # 10) instead of symlog's crowded 10^x labels around its linear band.
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    loss_axes.set_yscale("log")
+    loss_axes.yaxis.set_major_locator(LogLocator(base=10))
+    loss_axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    loss_axes.yaxis.set_minor_formatter(NullFormatter())
     accuracy_axes.set_ylim(-2, 102)
-    accuracy_axes.legend(fontsize="small")
+    handles, labels = accuracy_axes.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside right upper", fontsize="small", frameon=False)
     figure.suptitle(f"Dampening class {forgotten_class}: accuracy and loss against alpha")
     return _png(figure)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import datetime as dt
 import hashlib
 import io
 import json
@@ -131,7 +130,7 @@ def _error(request: Request, html: bool, status: int, title: str, message: str,
            field: str | None = None) -> Response:
     if not html:  # the API's error shape
         code = {403: "forbidden", 404: "not_found", 409: "conflict", 413: "payload_too_large",
-                422: "invalid_input", 503: "unavailable"}.get(status, "error")
+                422: "validation_error", 503: "unavailable"}.get(status, "error")
         return JSONResponse({"error": {"code": code, "message": message, "field": field}},
                             status_code=status)
     return templates.TemplateResponse(
@@ -640,8 +639,14 @@ def try_page(request: Request, left: int | None = None, right: int | None = None
         versions = _all_versions(_model_name(request), session)
         production = registry_service.production_version(session, _model_name(request))
     numbers = [row.version for row in versions]
-    left = left if left in numbers else (production or (numbers[0] if numbers else None))
-    right = right if right in numbers else (numbers[-1] if numbers else None)
+    # By default a parent and its child: the newest version with a parent, and that parent.
+    child = next((row for row in sorted(versions, key=lambda row: row.version, reverse=True)
+                  if row.parent_version in numbers), None)
+    if right not in numbers:
+        right = child.version if child else (numbers[-1] if numbers else None)
+    if left not in numbers:
+        parent = next((row.parent_version for row in versions if row.version == right), None)
+        left = parent if parent in numbers else (production or (numbers[0] if numbers else None))
     return templates.TemplateResponse(request, "try.html", _context(
         request, versions=versions, left=left, right=right, production=production))
 

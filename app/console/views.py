@@ -74,6 +74,8 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
         for key, inner in value.items():
             rows.extend(flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
         return rows
+    if isinstance(value, float):  # membership AUCs and the like: 4 significant digits
+        value = float(f"{value:.4g}")
     return [(prefix, value)]
 
 

@@ -32,7 +32,7 @@ class NotFoundError(ServiceError):
 
 class InvalidInputError(ServiceError):
     status_code = 422
-    code = "invalid_input"
+    code = "validation_error"  # the one code of every 422, as request validation's
 
 
 class PayloadTooLargeError(ServiceError):

@@ -163,17 +163,9 @@ def ensure_mnist_dataset(db, settings) -> Dataset:
     data_dir = Path(settings.data_dir)
     raw_dir = data_dir / "MNIST" / "raw"
     if find_files(raw_dir) is None:
-        from app.ml.data import DataUnavailableError
+        from app.ml.data import download_mnist
 
-        try:
-            from torchvision.datasets import MNIST
-
-            MNIST(root=str(data_dir), train=True, download=True)
-            MNIST(root=str(data_dir), train=False, download=True)
-        except Exception as error:  # torchvision raises RuntimeError or URLError variants
-            raise DataUnavailableError(
-                f"MNIST not found under {raw_dir.resolve()} and it could not be downloaded: "
-                f"{error}. Set UNLEARN_DATA_DIR to a directory holding MNIST/raw.") from None
+        download_mnist(data_dir)  # one-line DataUnavailableError when offline
     try:
         return register_dataset(db, settings.dataset_dir, name=MNIST_DATASET, format="idx",
                                 path=str(raw_dir), actor="system:bootstrap",

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import get_ctx, get_session
+from app.api.deps import get_actor, get_ctx, get_session
 from app.api.pagination import decode_time_id_cursor, encode_cursor
 from app.auth.deps import ANY_ROLE, get_principal, require
 from app.auth.service import Principal, Role
+from app.api.fields import omit_fields
 from app.core.context import ServiceContext
-from app.core.errors import InvalidInputError
 from app.forgetting import service
 from app.forgetting.models import FINAL_STATUSES, ForgetRequest, RequestStatus
 from app.forgetting.waiting import wait_until
@@ -130,10 +129,10 @@ async def create_forget_request(
     response.headers["Location"] = f"/forget-requests/{created.id}"
     if not wait or created.status in FINISHED:
         response.status_code = 200 if created.status in FINISHED and wait else 202
-        return to_read(created, ctx.model_name)
+        return _filed(created, body, ctx)
     slots = request.app.state.wait_slots
     if not slots.try_acquire(principal.key_id):
-        return to_read(created, ctx.model_name)  # over the per-key bound: answer as without wait
+        return _filed(created, body, ctx)  # over the per-key bound: answer as without wait
     try:
         finished = await wait_until(
             lambda: _read_request(ctx, created.id),
@@ -143,7 +142,7 @@ async def create_forget_request(
         slots.release(principal.key_id)
     if finished.status in FINISHED:
         response.status_code = 200
-    return to_read(finished, ctx.model_name)
+    return _filed(finished, body, ctx)
 
 
 @router.post("/forget-requests/{request_id}/cancel", response_model=ForgetRequestRead,
@@ -185,7 +184,11 @@ def list_forget_requests(
     method: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
+    include: Annotated[list[Literal["metrics"]], Query(
+        description="Add each request's before/after metrics (repeatable); without it the "
+                    "items are summaries and GET /forget-requests/{id} has them.")] = [],  # noqa: B006
 ) -> ForgetRequestList:
+    """Requests, newest first, as summaries (no metrics unless ``?include=metrics``)."""
     before = decode_time_id_cursor(cursor)
     rows, last = service.list_requests(
         session, limit=limit, before=before,
@@ -193,8 +196,9 @@ def list_forget_requests(
         subject_reference=subject_reference, method=method, model_name=model,
     )
     next_cursor = encode_cursor([last.created_at.isoformat(), last.id]) if last else None
-    return ForgetRequestList(items=[to_read(row, ctx.model_name) for row in rows],
-                             next_cursor=next_cursor)
+    listed = ForgetRequestList(items=[to_read(row, ctx.model_name) for row in rows],
+                               next_cursor=next_cursor)
+    return omit_fields(listed, {"metrics"} - set(include))
 
 
 @router.get("/methods", response_model=MethodList, tags=["methods"],
@@ -206,3 +210,12 @@ def list_methods() -> MethodList:
                    params_schema=m.Params.model_json_schema(by_alias=True))
         for m in METHODS.values()
     ])
+
+
+def _filed(request: ForgetRequest, body: ForgetRequestCreate,
+           ctx: ServiceContext) -> ForgetRequestRead:
+    """The filing answer: the request, saying whether it starts from the production
+    version because the body named no model_version."""
+    filed = to_read(request, ctx.model_name)
+    filed.source_version_was_default = body.model_version is None
+    return filed

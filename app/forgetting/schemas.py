@@ -119,7 +119,11 @@ class ForgetRequestRead(BaseModel):
     subject_reference: str
     reason: str
     error: str | None
-    metrics: ForgetRequestMetrics
+    metrics: ForgetRequestMetrics | None = Field(
+        default=None, description="Before/after metrics (in a list only with ?include=metrics).")
+    source_version_was_default: bool | None = Field(
+        default=None, description="On filing: true when no model_version was given and the "
+        "request starts from the production version.")
     queue: str = Field(default="heavy", description="Job queue: 'light' (output layer "
                        "only) or 'heavy' (passes over the data).")
     phase: str | None = Field(default=None, description="What the running attempt is doing "

@@ -4,7 +4,6 @@ thread (``app.health.probe``)."""
 
 from __future__ import annotations
 
-import asyncio
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -34,7 +33,7 @@ async def healthz() -> Health:
 async def readyz(request: Request):
     try:
         current, head = await request.app.state.readiness.migration_status()
-    except (asyncio.TimeoutError, TimeoutError):
+    except TimeoutError:
         body = Readiness(status="unavailable", database="unreachable: no answer in time",
                          migrations="unknown")
         return JSONResponse(body.model_dump(), status_code=503)

@@ -154,6 +154,44 @@ def _load_raw(raw_dir: Path) -> ImageData | None:
     )
 
 
+def mnist_missing_message(data_dir: Path, reason: str) -> str:
+    """One line: where MNIST was looked for, which files, the setting that moves it."""
+    raw_dir = Path(data_dir).resolve() / "MNIST" / "raw"
+    return (f"MNIST not found: UNLEARN_DATA_DIR (now {Path(data_dir).resolve()}) must hold "
+            f"MNIST/raw/ with {', '.join(RAW_FILES)} (plain or .gz), and {reason}. "
+            f"Point UNLEARN_DATA_DIR at such a directory (looked in {raw_dir}).")
+
+
+def download_mnist(data_dir: Path, probe_timeout_s: float = 3.0) -> None:
+    """Download MNIST into ``data_dir`` with torchvision, after a quick check that its
+    mirror answers at all: without a network this fails in seconds, with one line
+    (``DataUnavailableError``), instead of half a minute of retries and a traceback."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from torchvision.datasets import MNIST
+
+    hosts = [urlsplit(mirror) for mirror in MNIST.mirrors]
+    for url in hosts:
+        try:
+            socket.create_connection(
+                (url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                timeout=probe_timeout_s).close()
+            break
+        except OSError:
+            continue
+    else:
+        raise DataUnavailableError(mnist_missing_message(
+            data_dir, f"it cannot be downloaded (no network: {hosts[0].hostname} unreachable)"))
+    try:
+        MNIST(root=str(data_dir), train=True, download=True)
+        MNIST(root=str(data_dir), train=False, download=True)
+    except Exception as error:  # torchvision raises RuntimeError or URLError variants
+        first_line = str(error).splitlines()[0] if str(error) else repr(error)
+        raise DataUnavailableError(mnist_missing_message(
+            data_dir, f"the download failed ({first_line})")) from None
+
+
 def load_mnist(data_dir: Path, download: bool = True) -> ImageData:
     """Load MNIST from ``data_dir`` (torchvision layout ``MNIST/raw``), downloading if allowed."""
     data_dir = Path(data_dir)
@@ -163,6 +201,8 @@ def load_mnist(data_dir: Path, download: bool = True) -> ImageData:
 
     from torchvision.datasets import MNIST
 
+    if download and not (data_dir / "MNIST" / "raw").is_dir():
+        download_mnist(data_dir)
     try:
         train = MNIST(root=str(data_dir), train=True, download=download)
         test = MNIST(root=str(data_dir), train=False, download=download)

@@ -89,7 +89,7 @@ class WebhookDeliverer:
 
     def start(self) -> None:
         if self.settings.webhook_hosts:
-            self.secret  # made (or a bad one refused) at start where callbacks can happen
+            _ = self.secret  # made (or a bad one refused) at start where callbacks can happen
         self.ctx.extras[service.WAKEUP_KEY] = self.wakeup
         self._thread = threading.Thread(target=self.run_forever, name="unlearn-webhooks",
                                         daemon=True)

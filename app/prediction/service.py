@@ -121,6 +121,10 @@ def batch_from_pngs(images: list[str], limit: int,
     for index, encoded in enumerate(images):
         field = f"images[{index}]"
         try:
+            if encoded.startswith("data:"):  # a data URL, as browsers write them
+                prefix, _, encoded = encoded.partition(",")
+                if not prefix.endswith(";base64"):
+                    raise InvalidInputError(f"{field} is a data URL without ';base64'", field)
             raw = base64.b64decode(encoded, validate=True)
             # Image.open reads only the header; a header claiming a huge image raises
             # DecompressionBombError there (refused below), and anything but 28x28 is

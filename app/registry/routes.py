@@ -3,17 +3,17 @@ names another, so the design card's paths (``/models/3/metrics``) keep working."
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy.orm import Session
 
 from app.api.deps import get_actor, get_ctx, get_session
+from app.api.fields import omit_fields
 from app.api.pagination import decode_id_cursor, encode_cursor
 from app.auth.deps import ANY_ROLE, require
 from app.auth.service import Role
 from app.core.context import ServiceContext
-from app.core.errors import InvalidInputError
 from app.forgetting.models import ForgetRequest
 from app.registry import service
 from app.registry.links import version_path
@@ -129,14 +129,21 @@ def list_models(
     model: ModelQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    include: Annotated[list[Literal["forgotten_sample_ids", "model_card"]], Query(
+        description="Detail fields to add to each item (repeatable); without it they are "
+                    "omitted, as GET /models/{version} always has them.")] = [],  # noqa: B006
 ) -> VersionList:
-    """The versions of one model (the default model unless ``?model=`` names another)."""
+    """The versions of one model (the default model unless ``?model=`` names another).
+    Items are summaries: ``forgotten_sample_ids`` and ``model_card`` only with ``?include=``."""
     after = decode_id_cursor(cursor)
     model_name = model or ctx.model_name
     production = service.get_registered_model(session, model_name, "model").production_version
     rows, last = service.list_versions(session, model_name, limit, after)
-    return VersionList(items=[to_read(row, production, ctx.model_name) for row in rows],
-                       next_cursor=encode_cursor(last) if last is not None else None)
+    keys = _sample_keys(ctx, model_name) if "forgotten_sample_ids" in include else None
+    listed = VersionList(items=[to_read(row, production, ctx.model_name, full=bool(include),
+                                        sample_keys=keys) for row in rows],
+                         next_cursor=encode_cursor(last) if last is not None else None)
+    return omit_fields(listed, {"forgotten_sample_ids", "model_card"} - set(include))
 
 
 @router.get("/models/{version}", response_model=VersionRead, dependencies=ANYONE)

@@ -25,14 +25,15 @@ class VersionRead(BaseModel):
     params: dict[str, Any]
     forgotten_classes: list[int]
     forgotten_sample_count: int
-    # In the single-version view only: the dataset's own IDs (integers for MNIST).
+    # The dataset's own IDs (integers for MNIST): always in the single-version view, in a
+    # list only with ?include=forgotten_sample_ids (omitted otherwise, never null).
     forgotten_sample_ids: list[int | str] | None = None
     artifact_path: str
     artifact_sha256: str
     test_accuracy: float | None
     created_by: str
     created_at: dt.datetime
-    model_card: dict[str, Any] | None = None  # in the single-version view only
+    model_card: dict[str, Any] | None = None  # in a list only with ?include=model_card
     links: VersionLinks
 
 

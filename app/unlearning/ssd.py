@@ -267,7 +267,7 @@ def calibrate(model: nn.Module, full: Importances, forget: Importances, params: 
     """Dampen ``model`` in place with the first grid candidate, in order of least change,
     that meets the criteria on validation data. Returns the report of every candidate."""
     source = {name: p.detach().clone() for name, p in model.named_parameters()}
-    grid = sorted({(a, l) for a in CALIBRATION_ALPHAS for l in CALIBRATION_LAMBDAS}
+    grid = sorted({(a, lam) for a in CALIBRATION_ALPHAS for lam in CALIBRATION_LAMBDAS}
                   | {(params.alpha, params.lam)}, reverse=True)
     candidates = []
     for alpha, lam in grid:
