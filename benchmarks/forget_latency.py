@@ -55,14 +55,14 @@ def time_requests(ctx, count: int, start_worker: bool | None) -> list[float]:
     with serve(ctx, start_worker) as url, \
             httpx.Client(base_url=url, timeout=120, headers=headers) as client:
         first = client.post("/forget-requests?wait=true", json=BODY).json()  # warms caches
-        assert first["status"] == "completed", first
+        assert first["status"] in ("completed", "unverified"), first
         for i in range(count):
             started = time.perf_counter()
             response = client.post("/forget-requests?wait=true",
                                    json=BODY | {"classes": [i % 10]})
             latencies.append(time.perf_counter() - started)
             result = response.json()
-            assert result["status"] == "completed", result
+            assert result["status"] in ("completed", "unverified"), result
             assert result["metrics"]["after"]["retain"]["count"] > 0
             assert result["queue"] == "light"
     return latencies
@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--engines", default="sqlite,postgresql")
     parser.add_argument("--skip-retrain", action="store_true")
+    parser.add_argument("--result", default="forget_latency.md",
+                        help="file name under benchmarks/results, or a path")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="unlearn-latency-"))
@@ -138,7 +140,7 @@ def main() -> None:
         ]
     report = "\n".join(lines)
     print(report)
-    write_result("forget_latency.md", report)
+    write_result(args.result, report)
 
 
 if __name__ == "__main__":

@@ -62,14 +62,22 @@ cat "$OUT/gpu.txt"
 : > "$OUT/summary.txt"
 
 # Device-correctness first (CUDA vs CPU answers), then the figures.
-step pytest_device 180 "$PYTHON" -m pytest -q -x -p no:cacheprovider tests/test_device.py \
+step pytest_device 120 "$PYTHON" -m pytest -q -x -p no:cacheprovider tests/test_device.py \
     "${PYTEST_FILTER[@]}"
 step predict_throughput 90 "$PYTHON" benchmarks/predict_throughput.py "${THROUGHPUT_ARGS[@]}" \
     --result "$OUT/predict_throughput.md"
 step predict_concurrency 90 "$PYTHON" benchmarks/predict_concurrency.py "${CONCURRENCY_ARGS[@]}" \
     --result "$OUT/predict_concurrency.md"
 step forget_latency 90 "$PYTHON" benchmarks/forget_latency.py "${LATENCY_ARGS[@]}" \
-    --result "$OUT/forget_latency.md"
+    --engines sqlite --result "$OUT/forget_latency.md"
+# Bring-your-own models: resnet18 on Fashion-MNIST (UNLEARN_FASHION_MNIST_DIR) trained by
+# the service, then class forget requests against its retrain (issue 9's GPU figures).
+if [[ -n "${UNLEARN_FASHION_MNIST_DIR:-}" ]]; then
+    step byo_models "${BYO_CAP_S:-240}" "$PYTHON" benchmarks/byo_models.py --archs resnet18 \
+        --resnet-subset full --epochs "${BYO_EPOCHS:-3}" --requests 5
+    cp benchmarks/results/byo_models_cuda.md "$OUT/" 2>/dev/null || true
+fi
+
 step method_speed 150 "$PYTHON" benchmarks/method_speed.py "${METHOD_ARGS[@]}" \
     --result "$OUT/method_speed.md"
 

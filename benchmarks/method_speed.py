@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
 
     ctx = fresh_context()
-    data = ctx.data.get()
+    data = ctx.model_data(ctx.model_name)
     target = {"classes": [2], "sample_ids": []}
     versions = {method: 1 for method in args.methods}
     notes = []

@@ -75,7 +75,7 @@ def main() -> None:
     batched_ctx = dataclasses.replace(ctx, settings=ctx.settings.model_copy(update=overrides))
     unbatched_ctx = dataclasses.replace(
         ctx, settings=ctx.settings.model_copy(update={"predict_batching": False}))
-    data = ctx.data.get()
+    data = ctx.model_data(ctx.model_name)
     images = data.test_images[: args.clients, 0].numpy()
     bodies = [orjson.dumps({"instances": [np.round(image, 4).tolist()]}) for image in images]
     headers = {"content-type": "application/json", **admin_headers(ctx)}

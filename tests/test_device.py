@@ -33,6 +33,16 @@ def cuda(test):
     return pytest.mark.cuda(pytest.mark.skipif(not HAS_SECOND, reason="needs a CUDA GPU")(test))
 
 
+@pytest.fixture(autouse=True)
+def full_precision_on_cuda():
+    """Compare like with like: cuDNN and matmuls may use TF32 on the GPU by default, which
+    rounds to 10 mantissa bits; these tests check the device plumbing, not TF32."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.fixture(scope="module")
 def model(trained_state):
     network = build_model(MNIST_SPEC)

@@ -8,7 +8,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.forgetting.worker import Notifier, Worker
+from app.forgetting.worker import InProcessExecutor, Notifier
 from app.main import create_app
 from app.observability.metrics import queue_for_method
 from tests.conftest import api_key, authorized, forget_body, make_ctx, make_settings
@@ -75,7 +75,7 @@ def test_metrics_report_http_predictions_queue_cache_requests_and_audit(ctx):
         head = client.get("/audit-log/verify").json()["head_seq"]
         assert value(samples, "unlearn_audit_chain_length") == head
 
-        worker = Worker(ctx, Notifier(), poll_interval=0.05)
+        worker = InProcessExecutor(ctx, Notifier(), poll_interval=0.05)
         assert worker.run_once() and worker.run_once()  # the two light requests
         samples = scrape(client)
         assert value(samples, "unlearn_forget_requests_total",
