@@ -144,14 +144,16 @@ def test_every_route_answers_503_while_the_database_is_away(outage):
 
 def test_progress_writes_survive_a_blip_and_never_abort_the_work(outage):
     from app.forgetting import service
-    from app.forgetting.execution import _ProgressReporter, claim_next
+    from app.forgetting.execution import ExecutionProgress, claim_next
     from app.forgetting.schemas import ForgetRequestCreate
 
     ctx, proxy = outage
     created, _ = service.submit_request(ctx.db, ctx.model_name,
-                                        ForgetRequestCreate(**forget_body()), "test", 100)
+                                        ForgetRequestCreate(**forget_body()), "test", 100,
+                                        settings=ctx.settings,
+                                        data=ctx.model_data(ctx.model_name))
     assert claim_next(ctx, "w1") == created.id
-    progress = _ProgressReporter(ctx, created.id, "w1")
+    progress = ExecutionProgress(ctx, created.id, "w1")
 
     def progress_of() -> float:
         with ctx.db.session() as session:
@@ -161,16 +163,16 @@ def test_progress_writes_survive_a_blip_and_never_abort_the_work(outage):
     # A blip: the database is back before the retries run out; the write lands.
     proxy.cut()
     threading.Timer(0.3, proxy.restore).start()
-    progress.last = 0.0
+    progress.last_write = 0.0
     progress(0.4)
     assert progress_of() == pytest.approx(0.4)
 
     # A longer outage: the report is skipped, the work goes on (no exception).
     proxy.cut()
-    progress.last = 0.0
+    progress.last_write = 0.0
     progress(0.6)
     proxy.restore()
-    progress.last = 0.0
+    progress.last_write = 0.0
     progress(0.7)
     assert progress_of() == pytest.approx(0.7)
 
