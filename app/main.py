@@ -24,6 +24,9 @@ from app.forgetting.worker import Notifier, Worker
 from app.health.routes import router as health_router
 from app.prediction.routes import router as prediction_router
 from app.registry.routes import router as registry_router
+from app.subjects.logs import redact_subject_paths
+from app.subjects.purge import PurgeScheduler
+from app.subjects.routes import router as subjects_router
 
 logger = logging.getLogger("unlearn")
 
@@ -52,9 +55,15 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         else:
             app.state.worker_done = Notifier()
         app.state.worker = worker
+        purge = None
+        if run_worker and context.settings.purge_superseded_after_days is not None:
+            purge = PurgeScheduler(context)  # UNLEARN_PURGE_SUPERSEDED_AFTER_DAYS
+            purge.start()
         try:
             yield
         finally:
+            if purge is not None:
+                purge.stop()
             if worker is not None:
                 worker.stop()
             if ctx is None:
@@ -73,5 +82,8 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
                        max_bytes=(ctx.settings if ctx else get_settings()).max_body_bytes)
     # Registered datasets (issue 9).
     app.include_router(datasets_router, responses=ERROR_RESPONSES)
+    # Data subjects (issue 10): footprints; access logs never show their identifiers.
+    app.include_router(subjects_router, responses=ERROR_RESPONSES)
+    redact_subject_paths()
     mount_console(app)  # the review console's pages under /console
     return app

@@ -32,7 +32,7 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/models/{version}"): ALL,
     ("GET", "/models/{version}/metrics"): {"admin", "privacy_officer", "auditor"},
     ("POST", "/models/{version}/promote"): {"admin"},
-    ("POST", "/predict"): {"admin", "client"},
+    ("POST", "/predict"): {"admin", "client", "auditor"},
     ("POST", "/forget-requests"): {"admin", "privacy_officer"},
     ("GET", "/forget-requests"): {"admin", "privacy_officer", "auditor"},
     ("GET", "/forget-requests/{request_id}"): {"admin", "privacy_officer", "auditor"},
@@ -47,12 +47,14 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/datasets"): {"admin"},
     ("GET", "/datasets"): ALL,
     ("GET", "/datasets/{name}"): ALL,
+    ("GET", "/subjects/{subject_id}/footprint"): {"admin", "privacy_officer", "auditor"},
 }
 
 # Path parameters name resources that do not exist: an allowed caller gets 404 (or 422
 # for an empty body), a denied one 403 -- and nothing changes in the service.
 PATH_VALUES = {"version": "99", "request_id": "00000000-0000-0000-0000-000000000000",
-               "key_id": "no-such-key", "name": "no-such-dataset"}
+               "key_id": "no-such-key", "name": "no-such-dataset",
+               "subject_id": "no-such-subject"}
 
 
 def _url(path: str) -> str:

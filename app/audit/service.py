@@ -35,6 +35,10 @@ class AuditAction(str, enum.Enum):
     key_revoked = "api_key.revoked"
     artifact_integrity_failed = "artifact.integrity_failed"
     dataset_registered = "dataset.registered"
+    # Data subjects (issue 10).
+    superseded_prediction = "prediction.superseded_version"
+    artifact_purged = "model.artifact_purged"
+    footprint_read = "subject.footprint_read"
 
 
 def record(

@@ -27,6 +27,8 @@ from app.forgetting.schemas import (
     MethodList,
     RequestLinks,
 )
+from app.subjects.resolution import prepare_subjects
+from app.subjects.supersession import production_notice
 from app.unlearning.catalog import METHODS
 
 router = APIRouter(tags=["forget requests"])
@@ -57,6 +59,11 @@ def to_read(request: ForgetRequest, default_model: str) -> ForgetRequestRead:
         requested_by=request.requested_by,
         subject_reference=request.subject_reference,
         reason=request.reason,
+        subject_hashes=request.target_subject_hashes or [],
+        subject_sample_count=request.subject_sample_count,
+        promote=bool(request.promote),
+        production_left_superseded=request.production_left_superseded,
+        notice=production_notice(request),
         error=request.error,
         metrics=ForgetRequestMetrics(before=metrics.get("before"), after=metrics.get("after")),
         progress=request.progress,
@@ -104,9 +111,13 @@ def create_forget_request(
                     "original request; with a different body, 409.")] = None,
 ) -> ForgetRequestRead:
     model_name = body.model_name or ctx.model_name
+    data = ctx.model_data(model_name)
+    # subject_ids become training IDs and keyed hashes here; past this line the body
+    # holds only the hashes (the idempotency digest included).
+    body, subjects = prepare_subjects(ctx, model_name, body, data)
     created, replayed = service.submit_request(ctx.db, model_name, body, actor,
                                                ctx.settings.max_sample_ids, idempotency_key,
-                                               data=ctx.model_data(model_name))
+                                               data=data, subjects=subjects)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:

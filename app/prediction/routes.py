@@ -9,14 +9,15 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import get_actor, get_ctx
-from app.auth.deps import require
-from app.auth.service import Role
+from app.auth.deps import get_principal, require
+from app.auth.service import Principal, Role
 from app.audit.service import record_artifact_failure
 from app.core.context import ServiceContext
 from app.core.errors import CorruptArtifactError, InvalidInputError
 from app.prediction import service
 from app.prediction.schemas import Prediction, PredictRequest, PredictResponse
 from app.registry.service import resolve_version
+from app.subjects.supersession import check_servable
 
 router = APIRouter(tags=["predictions"])
 
@@ -24,7 +25,8 @@ router = APIRouter(tags=["predictions"])
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    dependencies=[Depends(require(Role.client))],
+    # auditor: may query superseded versions (audited) for before/after comparisons.
+    dependencies=[Depends(require(Role.client, Role.auditor))],
     openapi_extra={"requestBody": {
         "required": True,
         "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
@@ -32,9 +34,10 @@ router = APIRouter(tags=["predictions"])
 )
 async def predict(request: Request,
                   ctx: Annotated[ServiceContext, Depends(get_ctx)],
-                  actor: Annotated[str, Depends(get_actor)]) -> PredictResponse:
+                  actor: Annotated[str, Depends(get_actor)],
+                  principal: Annotated[Principal, Depends(get_principal)]) -> PredictResponse:
     body, instances = _parse_body(await request.body())
-    return await run_in_threadpool(_predict, ctx, body, instances, actor)
+    return await run_in_threadpool(_predict, ctx, body, instances, actor, principal.roles)
 
 
 def _parse_body(raw: bytes) -> tuple[PredictRequest, list | None]:
@@ -64,12 +67,14 @@ def _parse_body(raw: bytes) -> tuple[PredictRequest, list | None]:
 
 
 def _predict(ctx: ServiceContext, body: PredictRequest, instances: list | None,
-             actor: str) -> PredictResponse:
+             actor: str, roles: frozenset[str] = frozenset()) -> PredictResponse:
     if (instances is None) == (body.images is None):
         raise InvalidInputError("give exactly one of 'instances' or 'images'", "instances")
     model_name = body.model_name or ctx.model_name
     with ctx.db.session() as session:
         version = resolve_version(session, model_name, body.model_version)
+    count = len(instances) if instances is not None else len(body.images or ())
+    check_servable(ctx.db, version, roles, actor, count)  # 410 purged, 409 superseded
     try:
         model = ctx.models.get(version)
     except CorruptArtifactError as error:
