@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from app.audit.service import verify_chain
 from app.forgetting.models import ForgetRequest
 from app.main import create_app
 from app.registry.models import ModelVersion
-from app.subjects.purge import purge_superseded
+from app.subjects.purge import PurgeScheduler, purge_superseded
 from app.unlearning.base import ForgetTarget
 from tests.test_console import log_in
 from tests.conftest import api_key, authorized, forget_body, make_ctx, make_settings
@@ -243,13 +244,26 @@ def test_superseded_versions_promotion_prediction_purge(people_ctx, people):
             assert verify_chain(session).intact
 
 
-def test_promote_true_moves_production_off_the_erased_data(people_ctx):
+def test_promote_true_moves_production_off_the_erased_data(people_ctx, monkeypatch):
     with _client(people_ctx) as client:
         done = client.post("/forget-requests?wait=true",
                            json=subject_body(promote=True)).json()
         assert done["status"] == "completed", done["error"]
         assert done["production_left_superseded"] is None and done["notice"] is None
         assert client.get("/models").json()["items"][-1]["is_production"]
+        # The scheduled purge (UNLEARN_PURGE_SUPERSEDED_AFTER_DAYS) purges version 1.
+        monkeypatch.setattr(people_ctx.settings, "purge_superseded_after_days", 0.0)
+        scheduler = PurgeScheduler(people_ctx)
+        scheduler.start()
+        try:
+            deadline = time.monotonic() + 30
+            while (client.get("/models/1").json()["status"] != "purged"
+                   and time.monotonic() < deadline):
+                time.sleep(0.1)
+        finally:
+            scheduler.stop()
+        assert client.get("/models/1").json()["status"] == "purged"
+        assert client.get(f"/models/{done['result_version']}").json()["status"] == "current"
 
 
 @pytest.mark.parametrize("body, status, field, words", [
