@@ -34,7 +34,7 @@ def test_filters(client):
     registered = client.get("/audit-log", params={"action": "model.registered"}).json()["items"]
     assert registered[0]["actor"] == "test"
     by_actor = client.get("/audit-log", params={"actor": "test"}).json()["items"]
-    assert [e["action"] for e in by_actor] == ["model.registered"]
+    assert [e["action"] for e in by_actor] == ["model.registered", "model.created"]
 
     future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()
     assert client.get("/audit-log", params={"since": future}).json()["items"] == []
