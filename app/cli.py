@@ -589,6 +589,10 @@ datasets_cli = typer.Typer(help="Registered datasets: register, list, show.",
                            no_args_is_help=True)
 cli.add_typer(datasets_cli, name="datasets")
 
+from app.subjects.cli import versions_cli  # noqa: E402  (issue 10: purge superseded versions)
+
+cli.add_typer(versions_cli, name="versions")
+
 
 @datasets_cli.command("register")
 def datasets_register(

@@ -32,6 +32,9 @@ from app.observability.lifecycle import start_operations
 from app.prediction.routes import router as prediction_router
 from app.prediction.v2_routes import router as inference_protocol_router
 from app.registry.routes import router as registry_router
+from app.subjects.logs import redact_subject_paths
+from app.subjects.purge import PurgeScheduler
+from app.subjects.routes import router as subjects_router
 
 logger = logging.getLogger("unlearn")
 
@@ -83,9 +86,15 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
             logger.warning("no audit checkpoint at start: %s", error)
         if context.settings.audit_checkpoint_interval_s > 0:
             checkpoints.start()
+        purge = None
+        if run_worker and context.settings.purge_superseded_after_days is not None:
+            purge = PurgeScheduler(context)  # UNLEARN_PURGE_SUPERSEDED_AFTER_DAYS
+            purge.start()
         try:
             yield
         finally:
+            if purge is not None:
+                purge.stop()
             if worker is not None:
                 worker.stop()
             operations.stop()
@@ -110,5 +119,8 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
     app.include_router(datasets_router, responses=ERROR_RESPONSES)
     app.state.throttle = Throttle(settings.auth_failures_per_address,
                                   settings.auth_failures_per_key_prefix)
+    # Data subjects (issue 10): footprints; access logs never show their identifiers.
+    app.include_router(subjects_router, responses=ERROR_RESPONSES)
+    redact_subject_paths()
     mount_console(app)  # the review console's pages under /console
     return app

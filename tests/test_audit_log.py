@@ -34,12 +34,13 @@ def test_filters(client):
     registered = client.get("/audit-log", params={"action": "model.registered"}).json()["items"]
     assert registered[0]["actor"] == "test"
     by_actor = client.get("/audit-log", params={"actor": "test"}).json()["items"]
-    assert [e["action"] for e in by_actor] == ["model.registered"]
+    assert [e["action"] for e in by_actor] == ["model.registered", "model.created"]
 
     future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()
     assert client.get("/audit-log", params={"since": future}).json()["items"] == []
-    # 1 registration + the test key's creation (issue 5) + 2 x 3 request entries
-    assert len(client.get("/audit-log", params={"until": future}).json()["items"]) == 8
+    # registration (model.created + model.registered) + the test key's creation (issue 5)
+    # + 2 x 3 request entries
+    assert len(client.get("/audit-log", params={"until": future}).json()["items"]) == 9
     naive = client.get("/audit-log", params={"since": "2026-01-01T00:00:00"})
     assert naive.status_code == 422 and naive.json()["error"]["field"] == "since"
     assert client.get("/audit-log", params={"action": "nonsense"}).status_code == 422
@@ -59,5 +60,6 @@ def test_cursor_pagination_walks_every_entry_once(client):
         if cursor is None:
             break
     assert seen == [e["id"] for e in everything["items"]]
-    # 1 registration + the test key's creation (issue 5) + 3 x 3 request entries
-    assert len(seen) == len(set(seen)) == 11
+    # registration (model.created + model.registered) + the test key's creation (issue 5)
+    # + 3 x 3 request entries
+    assert len(seen) == len(set(seen)) == 12

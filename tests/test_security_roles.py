@@ -35,7 +35,7 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/models/{version}"): ALL,
     ("GET", "/models/{version}/metrics"): {"admin", "privacy_officer", "auditor"},
     ("POST", "/models/{version}/promote"): {"admin"},
-    ("POST", "/predict"): {"admin", "client"},
+    ("POST", "/predict"): {"admin", "client", "auditor"},
     ("POST", "/forget-requests"): {"admin", "privacy_officer"},
     ("POST", "/forget-requests/{request_id}/cancel"): {"admin", "privacy_officer"},
     ("GET", "/forget-requests"): {"admin", "privacy_officer", "auditor"},
@@ -60,12 +60,14 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/v2/models/{name}/versions/{version}/ready"): {"admin", "client"},
     ("POST", "/v2/models/{name}/infer"): {"admin", "client"},
     ("POST", "/v2/models/{name}/versions/{version}/infer"): {"admin", "client"},
+    ("GET", "/subjects/{subject_id}/footprint"): {"admin", "privacy_officer", "auditor"},
 }
 
 # Path parameters name resources that do not exist: an allowed caller gets 404 (or 422
 # for an empty body), a denied one 403 -- and nothing changes in the service.
 PATH_VALUES = {"version": "99", "request_id": "00000000-0000-0000-0000-000000000000",
-               "key_id": "no-such-key", "name": "mnist-cnn"}
+               "key_id": "no-such-key", "name": "mnist-cnn",
+               "subject_id": "no-such-subject"}
 
 
 def _url(path: str) -> str:

@@ -43,6 +43,10 @@ class AuditAction(str, enum.Enum):
     webhook_delivery_attempted = "webhook.delivery_attempt"
     # Failed authentications, aggregated: one entry per client address per window.
     auth_failures = "auth.failures"
+    # Data subjects (issue 10).
+    superseded_prediction = "prediction.superseded_version"
+    artifact_purged = "model.artifact_purged"
+    footprint_read = "subject.footprint_read"
 
 
 def record(

@@ -35,6 +35,7 @@ from app.db.base import utcnow
 from app.forgetting.models import RequestStatus
 from app.forgetting.service import get_request
 from app.registry.service import get_version
+from app.subjects.certificate import erasure_section
 from app.unlearning.catalog import get_method
 
 FORMAT = "unlearn-erasure-certificate/v1"
@@ -112,7 +113,8 @@ def _version_summary(row) -> dict[str, Any]:
             "forgotten_sample_count": len(row.forgotten_sample_ids)}
 
 
-def build_certificate(session: Session, request_id: str) -> dict[str, Any]:
+def build_certificate(session: Session, request_id: str,
+                      data_controller: str = "") -> dict[str, Any]:
     """The unsigned certificate body for a completed request."""
     request = get_request(session, request_id)
     if request.status == RequestStatus.unverified.value:
@@ -151,6 +153,8 @@ def build_certificate(session: Session, request_id: str) -> dict[str, Any]:
         "metrics": {"before": _without_confusion_matrices(metrics.get("before")),
                     "after": _without_confusion_matrices(metrics.get("after"))},
         "verification": _verification_summary(request.verification),
+        # Issue 10: subjects (hashed), superseded versions and their purge.
+        "erasure": erasure_section(session, request, data_controller),
         "audit_entries": entries,
         "audit_chain_head": {"seq": head.seq, "hash": head.hash},
         "guarantees": {
@@ -181,11 +185,13 @@ def issue_certificate(ctx: ServiceContext, session: Session, request_id: str) ->
     from app.audit.checkpoints import checkpoint_store, write_checkpoint
     from app.audit.chain import ChainHead
 
-    body = build_certificate(session, request_id)
+    signer = get_signer(ctx)
+    body = build_certificate(session, request_id, ctx.settings.data_controller)
+    body["signing_key_id"] = fingerprint(signer.public_key)
     head = body["audit_chain_head"]
-    write_checkpoint(ctx.db, get_signer(ctx), checkpoint_store(ctx),
+    write_checkpoint(ctx.db, signer, checkpoint_store(ctx),
                      ChainHead(head["seq"], head["hash"]))
-    return sign_certificate(get_signer(ctx), body)
+    return sign_certificate(signer, body)
 
 
 @dataclass

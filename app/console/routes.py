@@ -56,6 +56,7 @@ from app.prediction import service as prediction_service
 from app.prediction.schemas import Pixel
 from app.registry import service as registry_service
 from app.registry.models import RegisteredModel
+from app.subjects.supersession import version_state, version_states
 
 logger = logging.getLogger("unlearn.console")
 
@@ -287,10 +288,11 @@ def models_page(request: Request) -> Response:
         registered = registry_service.get_registered_model(session, model_name, "model")
         production = registered.production_version
         dataset, architecture = registered.dataset_name, registered.architecture
+        states = version_states(session, model_name)  # issue 10: superseded / purged
     response = templates.TemplateResponse(request, "models.html", _context(
         request, tree=views.version_tree(rows, production), count=len(rows),
         production=production, model_name=model_name, dataset=dataset,
-        architecture=architecture))
+        architecture=architecture, states=states))
     if request.query_params.get("model"):  # the picker's choice holds for the other pages
         response.set_cookie(MODEL_COOKIE, model_name, path=auth.COOKIE_PATH, httponly=True,
                             samesite="strict",
@@ -307,10 +309,11 @@ def version_page(request: Request, version: VersionNumber) -> Response:
         row = registry_service.get_version(session, model_name, version)
         production = registry_service.production_version(session, model_name)
         children = [r for r in _all_versions(model_name, session) if r.parent_version == version]
+        state = version_state(session, row)  # issue 10: superseded / purged
     test = (row.metrics or {}).get("test")
     return templates.TemplateResponse(request, "version.html", _context(
         request, row=row, test=test, is_production=row.version == production,
-        children=children))
+        children=children, state=state))
 
 
 # ---------------------------------------------------------------- forget requests

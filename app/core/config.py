@@ -205,8 +205,25 @@ class Settings(BaseSettings):
     webhook_deliverer: bool = Field(
         default=True, description="Run the webhook deliverer thread in this process.")
 
-    # Test-only: makes every execution take this long (in steps that report progress and
-    # check for cancellation), so fault tests can kill a process mid-request. Never set in production.
+    # Data subjects (issue 10): erasure by subject, superseded versions, purging.
+    subject_key_path: Path = Field(
+        default=Path("./var/subject-key.bin"),
+        description="HMAC-SHA256 secret that hashes subject identifiers; made on first start.",
+    )
+    subject_key: SecretStr | None = Field(
+        default=None, description="The subject-hashing secret itself, instead of the file.")
+    max_subject_ids: int = Field(default=100, ge=1, le=10_000,
+                                 description="Most subject_ids in one forget request.")
+    data_controller: str = Field(default="", max_length=500,
+                                 description="The data controller named on certificates.")
+    purge_superseded_after_days: float | None = Field(
+        default=None, ge=0,
+        description="When set, delete the artifacts of versions superseded for this many "
+        "days, on a schedule (UNLEARN_PURGE_INTERVAL_S).")
+    purge_interval_s: float = Field(default=3600.0, gt=0,
+                                    description="How often the scheduled purge runs.")
+    # Test-only: makes every execution take this long (in steps that heartbeat and report
+    # progress), so fault tests can kill a process mid-request. Never set in production.
     test_execution_delay_s: float = Field(default=0.0, ge=0, le=3600)
 
     @property

@@ -40,6 +40,11 @@ class PayloadTooLargeError(ServiceError):
     code = "payload_too_large"
 
 
+class GoneError(ServiceError):
+    status_code = 410
+    code = "gone"
+
+
 class ConflictError(ServiceError):
     status_code = 409
     code = "conflict"

@@ -7,5 +7,6 @@ from app.db.base import Base
 from app.forgetting import models as _forgetting  # noqa: F401
 from app.notifications import models as _notifications  # noqa: F401
 from app.registry import models as _registry  # noqa: F401
+from app.subjects import models as _subjects  # noqa: F401
 
 metadata = Base.metadata

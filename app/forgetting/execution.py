@@ -39,6 +39,7 @@ from app.registry.artifacts import sha256_bytes
 from app.registry.model_kinds import model_backbone_sha256, model_bytes
 from app.registry.models import ModelVersion
 from app.registry.service import artifact_key, get_version, insert_version
+from app.subjects.supersession import after_publish
 from app.unlearning.base import ForgetTarget
 from app.unlearning.catalog import get_method
 from app.verification.service import run_method, verification_summary, verify_request
@@ -467,6 +468,8 @@ def _publish_once(ctx, request_id, worker_id, source, key, sha, backbone, before
         request.result_version = version.version
         request.metrics = {"before": before, "after": after}
         request.verification = verification
+        # Production that still holds the erased data is promoted away or reported.
+        after_publish(session, request, version, f"worker:{worker_id}")
         record(
             session,
             AuditAction.forget_request_completed if verified

@@ -4,7 +4,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, UtcDateTime, utcnow
@@ -75,3 +75,12 @@ class ForgetRequest(Base):
     body_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Told (signed POST) when the request reaches a final status: app/notifications.
     callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Data subjects (issue 10): keyed hashes (HMAC-SHA256) of the subjects the request
+    # named, never the identifiers themselves, and how many training samples they owned.
+    target_subject_hashes: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    subject_sample_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Promote the result when production still holds the data this request erases.
+    promote: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set at completion: the production version that still held the erased data then
+    # (None: production no longer held it, or it was promoted away automatically).
+    production_left_superseded: Mapped[int | None] = mapped_column(Integer, nullable=True)

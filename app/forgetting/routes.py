@@ -30,6 +30,8 @@ from app.forgetting.schemas import (
     RequestLinks,
 )
 from app.notifications.filing import check_callback_url
+from app.subjects.resolution import prepare_subjects
+from app.subjects.supersession import production_notice
 from app.unlearning.catalog import METHODS
 
 router = APIRouter(tags=["forget requests"])
@@ -60,6 +62,11 @@ def to_read(request: ForgetRequest, default_model: str) -> ForgetRequestRead:
         requested_by=request.requested_by,
         subject_reference=request.subject_reference,
         reason=request.reason,
+        subject_hashes=request.target_subject_hashes or [],
+        subject_sample_count=request.subject_sample_count,
+        promote=bool(request.promote),
+        production_left_superseded=request.production_left_superseded,
+        notice=production_notice(request),
         error=request.error,
         metrics=ForgetRequestMetrics(before=metrics.get("before"), after=metrics.get("after")),
         queue=request.queue,
@@ -116,12 +123,15 @@ async def create_forget_request(
         check_callback_url(body.callback_url, ctx.settings)  # 422 naming callback_url
     model_name = body.model_name or ctx.model_name
     data = await run_in_threadpool(ctx.model_data, model_name)
+    # subject_ids become training IDs and keyed hashes here; past this line the body
+    # holds only the hashes (the idempotency digest included).
+    body, subjects = await run_in_threadpool(prepare_subjects, ctx, model_name, body, data)
     # A coroutine, so that a waiting call holds no thread: filing and each status read
     # are short trips to the thread pool (app.forgetting.waiting).
     created, replayed = await run_in_threadpool(
         partial(service.submit_request, ctx.db, model_name, body, principal.name,
                 ctx.settings.max_sample_ids, idempotency_key, settings=ctx.settings,
-                data=data))
+                data=data, subjects=subjects))
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:

@@ -39,6 +39,8 @@ def _no_nul(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_no_nul)]
+# A data subject's identifier as the dataset's manifest names it (never stored in clear).
+SubjectId = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_no_nul)]
 
 
 class ForgetRequestCreate(BaseModel):
@@ -71,6 +73,15 @@ class ForgetRequestCreate(BaseModel):
         description="Training samples to forget, by the dataset's own sample ID (MNIST: the "
         "index in the training split, 0-59999); methods that forget individual samples only.",
     )
+    subject_ids: list[SubjectId] | None = Field(
+        default=None,
+        description="Data subjects to forget: every training sample of each subject in the "
+        "model's dataset (its manifest's subject_id column), resolved at filing. Stored "
+        "only as keyed hashes. An empty list is refused.")
+    promote: bool = Field(
+        default=False,
+        description="Promote the result version automatically when the production version "
+        "still holds the data this request erases.")
     method: Text = Field(min_length=1, max_length=64, description="Unlearning method name.")
     params: dict[str, Any] = Field(
         default_factory=dict, description="The method's own parameters, validated per method."
@@ -118,6 +129,17 @@ class ForgetRequestRead(BaseModel):
     requested_by: str
     subject_reference: str
     reason: str
+    subject_hashes: list[str] = Field(
+        default_factory=list,
+        description="Keyed hashes (HMAC-SHA256) of the data subjects the request named.")
+    subject_sample_count: int | None = Field(
+        default=None, description="Training samples those subjects owned at filing.")
+    promote: bool = False
+    production_left_superseded: int | None = Field(
+        default=None,
+        description="Set at completion when the production version still held the erased "
+        "data (and was not promoted away): that version.")
+    notice: str | None = Field(default=None, description="What the caller must know.")
     error: str | None
     metrics: ForgetRequestMetrics | None = Field(
         default=None, description="Before/after metrics (in a list only with ?include=metrics).")

@@ -7,6 +7,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -31,6 +32,9 @@ from app.registry.service import resolve_version
 from app.unlearning.base import ForgetTarget, MethodParams, UnlearningMethod
 from app.unlearning.catalog import METHODS, get_method
 from app.verification.criteria import resolve_acceptance
+
+if TYPE_CHECKING:
+    from app.subjects.resolution import ResolvedSubjects
 
 
 def validate_method_params(method_name: str, params: dict) -> tuple[UnlearningMethod, MethodParams]:
@@ -64,7 +68,8 @@ def resolve_target(method: UnlearningMethod, data: ImageData, classes: list[int 
     """Check the target against the method's abilities and the model's dataset: classes by
     index or name, samples by the dataset's own IDs; duplicates collapse."""
     if not classes and not sample_ids:
-        raise InvalidInputError("the request forgets nothing: give classes or sample_ids",
+        raise InvalidInputError("the request forgets nothing: give classes, sample_ids or "
+                                "subject_ids",
                                 "classes")
     if sample_ids and not method.supports_samples:
         raise InvalidInputError(
@@ -125,13 +130,23 @@ def _sample_index(data: ImageData, sample_id: int | str, position: int) -> int:
 def file_request(session: Session, model_name: str, body: ForgetRequestCreate, actor: str,
                  max_sample_ids: int, idempotency_key: str | None = None,
                  body_sha256: str | None = None, settings: Settings | None = None, *,
-                 data: ImageData) -> ForgetRequest:
+                 data: ImageData, subjects: "ResolvedSubjects | None" = None) -> ForgetRequest:
     """Validate a request completely, then queue it with its audit entry and, on
     PostgreSQL, its procrastinate job (one transaction). ``data`` is the model's dataset,
-    against which classes and sample IDs are resolved; ``settings`` give the default
+    against which classes and sample IDs are resolved; ``subjects`` the request's
+    subject_ids, already resolved to training IDs; ``settings`` give the default
     acceptance criteria (the process's settings when None)."""
     method, params = validate_method_params(body.method, body.params)
-    target = resolve_target(method, data, body.classes, body.sample_ids, max_sample_ids)
+    subject_samples: list[int | str] = []
+    if subjects is not None:
+        if not method.supports_samples:
+            raise InvalidInputError(
+                f"method {method.name!r} forgets whole classes only; choose a method that "
+                f"forgets individual samples for subject_ids", "subject_ids")
+        subject_samples = [data.key_of(i) if data.sample_keys is not None else i
+                           for i in subjects.sample_ids]
+    target = resolve_target(method, data, body.classes, [*body.sample_ids, *subject_samples],
+                            max_sample_ids)
     classes, sample_ids = target.classes, target.sample_ids
     acceptance = resolve_acceptance(settings or get_settings(), classes, sample_ids,
                                     body.acceptance)
@@ -165,6 +180,9 @@ def file_request(session: Session, model_name: str, body: ForgetRequestCreate, a
         body_sha256=body_sha256,
         callback_url=body.callback_url,
         queue=method.queue,
+        target_subject_hashes=subjects.hashes if subjects is not None else None,
+        subject_sample_count=len(subjects.sample_ids) if subjects is not None else None,
+        promote=body.promote,
     )
     session.add(request)
     session.flush()
@@ -182,6 +200,9 @@ def file_request(session: Session, model_name: str, body: ForgetRequestCreate, a
             "already_forgotten_sample_count": len(already_forgotten), "reason": body.reason,
             "queue": request.queue,
             "acceptance": acceptance,
+            **({"subject_hashes": subjects.hashes,
+                "subject_sample_count": len(subjects.sample_ids)} if subjects else {}),
+            **({"promote": True} if body.promote else {}),
         },
     )
     return request
@@ -229,7 +250,8 @@ def request_body_sha256(model_name: str, body: ForgetRequestCreate) -> str:
 def submit_request(db: Database, model_name: str, body: ForgetRequestCreate, actor: str,
                    max_sample_ids: int, idempotency_key: str | None = None,
                    settings: Settings | None = None, *,
-                   data: ImageData) -> tuple[ForgetRequest, bool]:
+                   data: ImageData, subjects: "ResolvedSubjects | None" = None,
+                   ) -> tuple[ForgetRequest, bool]:
     """File a request in its own transaction; returns (request, replayed).
 
     With an idempotency key, a retry with the same body returns the request first filed
@@ -239,7 +261,7 @@ def submit_request(db: Database, model_name: str, body: ForgetRequestCreate, act
     if idempotency_key is None:
         with db.session() as session:
             return file_request(session, model_name, body, actor, max_sample_ids,
-                                settings=settings, data=data), False
+                                settings=settings, data=data, subjects=subjects), False
     digest = request_body_sha256(model_name, body)
     for _ in range(3):
         try:
@@ -256,7 +278,8 @@ def submit_request(db: Database, model_name: str, body: ForgetRequestCreate, act
                         )
                     return existing, True
                 return file_request(session, model_name, body, actor, max_sample_ids,
-                                    idempotency_key, digest, settings, data=data), False
+                                    idempotency_key, digest, settings, data=data,
+                                    subjects=subjects), False
         except IntegrityError:
             continue  # a concurrent POST with this key committed first: read it
     raise ConflictError(f"Idempotency-Key {idempotency_key!r} is contended; retry",

@@ -38,12 +38,15 @@ class Predictor:
             )
 
     def load(self, model_version: int | None, actor: str, field: str = "model_version",
-             model_name: str | None = None) -> tuple[ModelVersion, object]:
+             model_name: str | None = None,
+             check=None) -> tuple[ModelVersion, object]:
         """The version (default: production) and its model; blocking (database, files).
 
         Rows are read once per version (with their metrics JSON, which a prediction does
         not need): a call naming a version seen before touches no database."""
         version = self._version_row(model_name or self.ctx.model_name, model_version, field)
+        if check is not None:  # e.g. whether the version may still answer this caller
+            check(version)
         try:
             return version, self.ctx.models.get(version)
         except CorruptArtifactError as error:

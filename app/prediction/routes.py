@@ -16,6 +16,7 @@ from app.observability.metrics import record_prediction
 from app.prediction import service
 from app.prediction.predictor import Predictor
 from app.prediction.schemas import Prediction, PredictRequest, PredictResponse
+from app.subjects.supersession import check_servable
 
 router = APIRouter(tags=["predictions"])
 
@@ -43,7 +44,8 @@ async def get_caller(principal: Annotated[Principal, Depends(get_principal)]) ->
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    dependencies=[Depends(require(Role.client))],
+    # auditor: may query superseded versions (audited) for before/after comparisons.
+    dependencies=[Depends(require(Role.client, Role.auditor))],
     openapi_extra={"requestBody": {
         "required": True,
         "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
@@ -52,10 +54,11 @@ async def get_caller(principal: Annotated[Principal, Depends(get_principal)]) ->
 async def predict(request: Request,
                   ctx: Annotated[ServiceContext, Depends(get_context)],
                   predictor: Annotated[Predictor, Depends(get_predictor)],
-                  actor: Annotated[str, Depends(get_caller)]) -> PredictResponse:
+                  actor: Annotated[str, Depends(get_caller)],
+                  principal: Annotated[Principal, Depends(get_principal)]) -> PredictResponse:
     body, instances = _parse_body(await request.body())
     version, model, batch = await run_in_threadpool(_prepare, ctx, predictor, body,
-                                                    instances, actor)
+                                                    instances, actor, principal.roles)
     probabilities = await predictor.probabilities(version, model, batch)
     record_prediction(ctx, version.model_name, version.version, len(probabilities))
     return PredictResponse(
@@ -96,13 +99,17 @@ def _parse_body(raw: bytes) -> tuple[PredictRequest, list | None]:
 
 
 def _prepare(ctx: ServiceContext, predictor: Predictor, body: PredictRequest,
-             instances: list | None, actor: str):
+             instances: list | None, actor: str, roles: frozenset[str] = frozenset()):
     """The version and its model, then the images checked against the shape that version
     takes (blocking work: database, files, decoding; run in a thread)."""
     if (instances is None) == (body.images is None):
         raise InvalidInputError("give exactly one of 'instances' or 'images'", "instances")
-    version, model = predictor.load(body.model_version, actor,
-                                    model_name=body.model_name or ctx.model_name)
+    count = len(instances) if instances is not None else len(body.images or ())
+    version, model = predictor.load(
+        body.model_version, actor, model_name=body.model_name or ctx.model_name,
+        # 410 for a purged version, 409 for a superseded one (admins and auditors may
+        # still ask it, audited): checked before the model is loaded.
+        check=lambda row: check_servable(ctx.db, row, roles, actor, count))
     limit = ctx.settings.max_predict_batch
     shape = service.image_shape(version)
     batch = (service.batch_from_instances(instances, limit, shape) if instances is not None

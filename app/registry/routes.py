@@ -18,6 +18,7 @@ from app.forgetting.models import ForgetRequest
 from app.registry import service
 from app.registry.links import version_path
 from app.registry.models import ModelVersion, RegisteredModel
+from app.subjects.supersession import version_state, version_states
 from app.registry.schemas import (
     RegisteredModelList,
     RegisteredModelRead,
@@ -28,6 +29,13 @@ from app.registry.schemas import (
 )
 
 router = APIRouter(tags=["models"])
+
+
+def _state_fields(state) -> dict:
+    if state is None:
+        return {}
+    return {"status": state.status.value, "superseded_by": state.superseded_by,
+            "use_instead": state.use_instead, "purged_at": state.purged_at}
 ANYONE = [Depends(require(*ANY_ROLE))]
 
 VersionPath = Annotated[int, Path(ge=1, le=2_147_483_647, description="Version number")]
@@ -38,7 +46,7 @@ ModelQuery = Annotated[str | None, Query(
 
 
 def to_read(row: ModelVersion, production: int | None, default_model: str,
-            full: bool = False, sample_keys=None) -> VersionRead:
+            full: bool = False, sample_keys=None, state=None) -> VersionRead:
     test = (row.metrics or {}).get("test") or {}
     forgotten_ids: list[int | str] | None = None
     if full:
@@ -67,6 +75,7 @@ def to_read(row: ModelVersion, production: int | None, default_model: str,
         created_by=row.created_by,
         created_at=row.created_at,
         model_card=row.model_card if full else None,
+        **_state_fields(state),
         links=VersionLinks(
             self=path(row.version),
             metrics=path(row.version, "/metrics"),
@@ -140,8 +149,10 @@ def list_models(
     production = service.get_registered_model(session, model_name, "model").production_version
     rows, last = service.list_versions(session, model_name, limit, after)
     keys = _sample_keys(ctx, model_name) if "forgotten_sample_ids" in include else None
+    states = version_states(session, model_name)
     listed = VersionList(items=[to_read(row, production, ctx.model_name, full=bool(include),
-                                        sample_keys=keys) for row in rows],
+                                        sample_keys=keys, state=states.get(row.version))
+                                for row in rows],
                          next_cursor=encode_cursor(last) if last is not None else None)
     return omit_fields(listed, {"forgotten_sample_ids", "model_card"} - set(include))
 
@@ -153,7 +164,8 @@ def read_model(version: VersionPath, ctx: Annotated[ServiceContext, Depends(get_
     model_name = model or ctx.model_name
     row = service.get_version(session, model_name, version)
     return to_read(row, service.production_version(session, model_name), ctx.model_name,
-                   full=True, sample_keys=_sample_keys(ctx, model_name))
+                   full=True, sample_keys=_sample_keys(ctx, model_name),
+                   state=version_state(session, row))
 
 
 @router.get("/models/{version}/metrics", response_model=VersionMetrics,

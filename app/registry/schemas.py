@@ -34,6 +34,12 @@ class VersionRead(BaseModel):
     created_by: str
     created_at: dt.datetime
     model_card: dict[str, Any] | None = None  # in a list only with ?include=model_card
+    # Issue 10: 'current', 'superseded' (still holds data a completed forget request
+    # erased) or 'purged' (superseded, artifact deleted).
+    status: str = "current"
+    superseded_by: str | None = None
+    use_instead: int | None = None
+    purged_at: dt.datetime | None = None
     links: VersionLinks
 
 

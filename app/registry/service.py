@@ -134,8 +134,11 @@ def insert_version(
 
 
 def promote(session: Session, model_name: str, version: int, actor: str) -> ModelVersion:
+    from app.subjects.supersession import ensure_promotable  # subjects imports registry
+
     row = get_version(session, model_name, version)
     refuse_unverified(session, row, "promoted")
+    ensure_promotable(session, row)  # 409 for a version holding erased data
     registered = session.get(RegisteredModel, model_name, with_for_update=True)
     previous = registered.production_version
     registered.production_version = version

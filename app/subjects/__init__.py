@@ -1,0 +1,1 @@
+"""Data subjects: erasure by subject, footprints, superseded versions and their purge."""
