@@ -15,7 +15,14 @@ from sqlalchemy.exc import ProgrammingError
 from app.db.migrations import upgrade
 from app.db.roles import grant_app_role
 from app.main import create_app
-from tests.conftest import POSTGRES_URL, api_key, forget_body, make_ctx, make_settings
+from tests.conftest import (
+    POSTGRES_URL,
+    _unavailable,
+    api_key,
+    forget_body,
+    make_ctx,
+    make_settings,
+)
 
 
 @pytest.fixture
@@ -30,7 +37,7 @@ def owner_and_app_urls():
             connection.execute(text(f'CREATE ROLE "{app}" LOGIN'))
             connection.execute(text(f'CREATE DATABASE "{database}" OWNER "{owner}"'))
     except Exception as error:
-        pytest.skip(f"PostgreSQL unavailable: {error}")
+        _unavailable(f"PostgreSQL unavailable: {error}")
     as_owner = admin_url.set(username=owner, password=None, database=database)
     as_app = admin_url.set(username=app, password=None, database=database)
     yield (as_owner.render_as_string(hide_password=False),
