@@ -36,6 +36,7 @@ def service_env(settings, **overrides) -> dict[str, str]:
         "UNLEARN_BASE_MODEL_PATH": str(settings.base_model_path),
         "UNLEARN_SIGNING_KEY_PATH": str(settings.signing_key_path),
         "UNLEARN_AUDIT_CHECKPOINT_PATH": str(settings.audit_checkpoint_path),
+        "UNLEARN_DATASET_DIR": str(settings.dataset_dir),
         "UNLEARN_LOG_LEVEL": "info",
         "UNLEARN_ACCEPTANCE_CLASSES_FORGET_ACCURACY_MAX": str(
             settings.acceptance_classes_forget_accuracy_max),

@@ -268,7 +268,8 @@ def test_each_phase_is_stored_and_logged_with_the_request_id(make_durable_ctx, c
         assert execution.run_request(ctx, request_id, "worker-a") == execution.COMPLETED
     expected = ["metrics", "training epoch 1/2", "training epoch 2/2", "metrics", "publishing"]
     assert [stored for _, stored in phases] == expected  # each was on the row while it ran
-    logged = [r.getMessage() for r in caplog.records if "phase" in r.getMessage()]
+    logged = [r.getMessage() for r in caplog.records
+              if r.name == "unlearn.worker" and ": phase " in r.getMessage()]
     assert len(logged) == len(expected)
     assert all(request_id in line for line in logged)
     row = load(ctx, request_id)

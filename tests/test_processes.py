@@ -47,8 +47,14 @@ def sqlite_url(tmp_path):
 
 
 def prepared(tmp_path, url, feature_cache_dir, small_data, trained_state):
-    """A migrated database with version 1 registered, as the processes will see it."""
-    return make_ctx(make_settings(tmp_path, url, feature_cache_dir), small_data, trained_state)
+    """A migrated database with version 1 registered, as the processes will see it, and
+    MNIST registered once here (each process would otherwise register it on first use,
+    all of them at once)."""
+    from app.datasets.service import ensure_mnist_dataset
+
+    ctx = make_ctx(make_settings(tmp_path, url, feature_cache_dir), small_data, trained_state)
+    ensure_mnist_dataset(ctx.db, ctx.settings)
+    return ctx
 
 
 def load(ctx, request_id) -> ForgetRequest:

@@ -238,7 +238,10 @@ def test_bootstrap_banner_names_the_port_served(ctx, capsys, monkeypatch):
     from app.auth.service import SERVED_URL_VARIABLE, announce_bootstrap_key
     from app.cli import serve
 
-    monkeypatch.delenv(SERVED_URL_VARIABLE, raising=False)
+    # serve() sets the variable in os.environ itself: recording it with setenv first makes
+    # monkeypatch remove it again afterwards.
+    monkeypatch.setenv(SERVED_URL_VARIABLE, "unset")
+    monkeypatch.delenv(SERVED_URL_VARIABLE)
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
     monkeypatch.setenv("UNLEARN_DATABASE_URL", ctx.settings.database_url)
     serve(host="0.0.0.0", port=8123, workers=1)

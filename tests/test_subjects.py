@@ -24,6 +24,13 @@ from app.unlearning.base import ForgetTarget
 from tests.test_console import log_in
 from tests.conftest import api_key, authorized, forget_body, make_ctx, make_settings
 
+# These tests are about subjects and supersession, not about evidence: the lineages have
+# no shadow bank and a tiny fine-tuned model moves its test accuracy by more than a point,
+# so sample requests are held to no membership test and a loose retained-accuracy bound
+# (tests/test_verification.py covers the criteria themselves).
+NO_SHADOWS = {"acceptance_samples_require_membership": False,
+              "acceptance_samples_retain_drop_max": 1.0}
+
 # Subject -> classes of the samples it owns: every pair of subjects shares a class.
 SUBJECT_CLASSES = {"alice@example.com": (0, 1, 2), "bob@example.com": (1, 2, 3),
                    "carol@example.com": (2, 3, 0)}
@@ -57,7 +64,8 @@ def _client(ctx):
 @pytest.fixture
 def people_ctx(tmp_path, database_url, feature_cache_dir, people, trained_state):
     data, _ = people
-    context = make_ctx(make_settings(tmp_path, database_url, feature_cache_dir), data,
+    context = make_ctx(make_settings(tmp_path, database_url, feature_cache_dir,
+                                         **NO_SHADOWS), data,
                        trained_state)
     yield context
     context.close()
@@ -157,7 +165,7 @@ def test_every_training_method_leaves_the_subject_out_of_retained_data(
 
     monkeypatch.setattr(ForgetTarget, "retain_mask", spy)
     context = make_ctx(make_settings(tmp_path, f"sqlite:///{tmp_path / 's.db'}",
-                                     feature_cache_dir), data, trained_state)
+                                     feature_cache_dir, **NO_SHADOWS), data, trained_state)
     position = {int(i): p for p, i in enumerate(data.train_ids.tolist())}
     try:
         with _client(context) as client:

@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     acceptance_samples_membership_significance: float = Field(
         default=0.05, gt=0.0, lt=0.5,
         description="Sample targets: significance of 'more flagged than chance'.")
+    acceptance_samples_require_membership: bool = Field(
+        default=True,
+        description="Sample targets are held to the per-sample membership test (which needs "
+        "the lineage's shadow bank). Off: they are held to the retained-accuracy criterion "
+        "only and the membership figures, where available, are reported for information; "
+        "the verification names the criteria it applied. A request may still ask for the "
+        "membership criterion under 'acceptance'.")
     shadow_dir: Path | None = Field(
         default=None, description="Shadow-model banks of the per-sample membership test; "
         "default UNLEARN_CACHE_DIR/shadows.")

@@ -73,7 +73,8 @@ def resolve_acceptance(settings: Settings, classes: list[int], sample_ids: list[
     default_drop = (settings.acceptance_classes_retain_drop_max if classes
                     else settings.acceptance_samples_retain_drop_max)
     resolved["retain_drop_max"] = given.get("retain_drop_max", default_drop)
-    if sample_ids:
+    asked = "membership_fpr" in given or "membership_significance" in given
+    if sample_ids and (settings.acceptance_samples_require_membership or asked):
         resolved["membership_fpr"] = given.get("membership_fpr",
                                                settings.acceptance_samples_membership_fpr)
         resolved["membership_significance"] = given.get(
