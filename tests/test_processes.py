@@ -104,7 +104,7 @@ def test_killed_worker_request_completes_exactly_once_on_another(
         second = start_worker(ctx.settings, tmp_path / "worker-2.log", **FAST_RECOVERY,
                               test_execution_delay_s=0.5)
         first.kill()
-        done = wait_for(lambda: (row := load(ctx, request.id)).status in ("completed", "failed")
+        done = wait_for(lambda: (row := load(ctx, request.id)).status in ("completed", "unverified", "failed")
                         and row, 120, "the request to finish on the second worker")
         assert done.status == "completed", done.error
         assert done.attempts == 2
@@ -131,7 +131,7 @@ def test_stalled_worker_request_is_retried_and_the_resumed_one_publishes_nothing
         tmp_path, postgres_url, feature_cache_dir, small_data, trained_state):
     ctx = prepared(tmp_path, postgres_url, feature_cache_dir, small_data, trained_state)
     request, _ = submit_request(ctx.db, ctx.model_name, ForgetRequestCreate(**forget_body()),
-                                "test", ctx.settings.max_sample_ids,
+                                "test", ctx.settings.max_sample_ids, settings=ctx.settings,
                                 data=ctx.model_data(ctx.model_name))
     stalled = start_worker(ctx.settings, tmp_path / "worker-stalled.log", **FAST_RECOVERY,
                            test_execution_delay_s=10)
@@ -142,7 +142,7 @@ def test_stalled_worker_request_is_retried_and_the_resumed_one_publishes_nothing
         stalled.stop()  # SIGSTOP: no heartbeat, no progress, no exit
         other = start_worker(ctx.settings, tmp_path / "worker-other.log", **FAST_RECOVERY,
                              test_execution_delay_s=0.5)
-        done = wait_for(lambda: (row := load(ctx, request.id)).status in ("completed", "failed")
+        done = wait_for(lambda: (row := load(ctx, request.id)).status in ("completed", "unverified", "failed")
                         and row, 120, "the request to finish on the other worker")
         assert done.status == "completed", done.error
         assert done.attempts == 2 and done.worker_id != victim.worker_id
@@ -195,7 +195,7 @@ def test_killed_api_with_embedded_worker_completes_after_restart(
         def finished():
             body = httpx.get(f"{restarted.url}/forget-requests/{request_id}", timeout=5,
                              headers=auth).json()
-            return body if body["status"] in ("completed", "failed") else None
+            return body if body["status"] in ("completed", "unverified", "failed") else None
 
         body = wait_for(finished, 60, "the request to complete after the restart", 0.2)
         assert body["status"] == "completed", body["error"]
@@ -232,8 +232,11 @@ def test_three_workers_two_apis_thirty_requests_on_postgresql(
             wait_for(lambda: " ready" in worker.log(), 120, "the workers to be ready", 0.2)
 
         def post(n: int) -> httpx.Response:
+            # alpha 0.5 keeps much of each class: the criterion is relaxed, this test is
+            # about thirty requests across processes, not about how well they forget.
             body = forget_body(classes=[n % 10], params={"alpha": 0.5},
-                               subject_reference=f"GDPR-{n:04d}")
+                               subject_reference=f"GDPR-{n:04d}",
+                               acceptance={"forget_accuracy_max": 1.0})
             return httpx.post(f"{apis[n % 2].url}/forget-requests", json=body, timeout=30,
                               headers=auth)
 
@@ -246,7 +249,7 @@ def test_three_workers_two_apis_thirty_requests_on_postgresql(
         def all_finished():
             with ctx.db.session() as session:
                 rows = list(session.scalars(select(ForgetRequest)))
-            return rows if all(r.status in ("completed", "failed") for r in rows) else None
+            return rows if all(r.status in ("completed", "unverified", "failed") for r in rows) else None
 
         rows = wait_for(all_finished, 180, "thirty requests to finish", 0.3)
         for worker in workers:
