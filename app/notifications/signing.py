@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import time
 from pathlib import Path
+
+from app.core.secret_files import create_once
 
 SIGNATURE_HEADER = "X-Unlearn-Signature"
 TIMESTAMP_HEADER = "X-Unlearn-Timestamp"
@@ -48,21 +49,7 @@ def load_or_create_secret(path: Path) -> bytes:
     """The secret in ``path`` (hex text); on first start, a fresh 32-byte one. Two
     processes starting at once end up with the same secret (exclusive link)."""
     path = Path(path)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_hex(32).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(temporary, path)  # another process got there first: keep theirs
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(temporary)
+    create_once(path, lambda: secrets.token_hex(32).encode())
     text = path.read_text().strip()
     if len(text) < 32:
         raise ValueError(f"{path} holds no usable webhook secret (at least 32 characters)")

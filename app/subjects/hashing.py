@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+from app.core.secret_files import create_once
 
 PREFIX = "hmac-sha256:"
 
@@ -41,21 +42,7 @@ def load_or_create_secret(path: Path) -> bytes:
     """Read the secret at ``path``; on first start create it (mode 0600, created
     exclusively, so two processes starting at once end up with the same secret)."""
     path = Path(path)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_bytes(32))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(temporary, path)  # fails if another process got there first: keep theirs
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(temporary)
+    create_once(path, lambda: secrets.token_bytes(32))
     secret = path.read_bytes()
     if len(secret) < 16:
         raise ValueError(f"{path} holds {len(secret)} bytes; a subject key needs at least 16")
