@@ -230,7 +230,11 @@ def test_verify_and_export_over_http_and_cli(ctx, monkeypatch, tmp_path):
     from app.cli import cli
     from app.core.config import get_settings
 
+    # The CLI reads its settings from the environment: point it at this test's database,
+    # signing key and checkpoint file, never at whatever ./var holds on the machine.
     monkeypatch.setenv("UNLEARN_DATABASE_URL", ctx.settings.database_url)
+    monkeypatch.setenv("UNLEARN_SIGNING_KEY_PATH", str(ctx.settings.signing_key_path))
+    monkeypatch.setenv("UNLEARN_AUDIT_CHECKPOINT_PATH", str(ctx.settings.audit_checkpoint_path))
     get_settings.cache_clear()
     try:
         runner = CliRunner()
