@@ -138,6 +138,9 @@ def main() -> None:
             "failures": sum(r[2] for r in runs),
         }
     b, u = summary["batched"], summary["unbatched"]
+    # Each round measures both servers back to back, so a round's ratio shares its load.
+    ratios = [batched[0] / max(unbatched[0], 1)
+              for batched, unbatched in zip(results["batched"], results["unbatched"])]
     report = "\n".join([
         f"{args.clients} concurrent single-image /predict clients (JSON), device: "
         f"{describe_device(ctx.device)}; {args.rounds} alternating rounds of "
@@ -147,7 +150,9 @@ def main() -> None:
         f"p50 {b['p50']:.1f} ms, p99 {b['p99']:.1f} ms",
         f"- without batching: {u['rate']:,.0f} requests/s, p50 {u['p50']:.1f} ms, "
         f"p99 {u['p99']:.1f} ms",
-        f"- throughput with batching / without: {b['rate'] / u['rate']:.2f}x",
+        f"- throughput with batching / without: {b['rate'] / u['rate']:.2f}x overall; "
+        f"median of the rounds' ratios {statistics.median(ratios):.2f}x "
+        f"({', '.join(f'{r:.2f}' for r in ratios)})",
         f"- images per forward pass with batching ({len(batch_sizes)} passes in the "
         f"measured rounds): median {statistics.median(batch_sizes):g}, "
         f"mean {statistics.fmean(batch_sizes):.1f}, max {max(batch_sizes)}",
