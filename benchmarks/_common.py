@@ -130,16 +130,21 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(ctx: ServiceContext, start_worker: bool | None = None, app=None):
+def serve(ctx: ServiceContext, start_worker: bool | None = None, *, app=None):
     """Run the app (default: ``create_app(ctx, start_worker)``) under uvicorn on 127.0.0.1
     in a thread; yields the base URL. ``start_worker=False``: no embedded worker (a worker
-    process runs the requests)."""
+    process runs the requests). ``app`` is keyword-only: passed in second place it was
+    taken for ``start_worker``, so a fresh app (with an embedded worker) was served instead
+    of the caller's, and the caller's statistics described an app nobody called."""
     import uvicorn
 
     from app.main import create_app
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app or create_app(ctx, start_worker), host="127.0.0.1", port=port,
+    if app is not None and start_worker is not None:
+        raise ValueError("start_worker is create_app's: with app given, make the app so")
+    server = uvicorn.Server(uvicorn.Config(app or create_app(ctx, start_worker),
+                                           host="127.0.0.1", port=port,
                                            log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -18,11 +18,14 @@ import dataclasses
 import multiprocessing
 import statistics
 import time
+from collections import deque
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 import orjson
 from _common import admin_headers, fresh_context, percentile, serve, write_result
 
+from app.core.context import ServiceContext
 from app.main import create_app
 from app.ml.device import describe_device
 from app.prediction.predictor import Predictor
@@ -56,6 +59,33 @@ def client_load(url: str, headers: dict, bodies: list[bytes], clients: int,
     return asyncio.run(run())
 
 
+@contextmanager
+def served_apps(ctx: ServiceContext, batching: dict | None = None):
+    """The two servers the benchmark measures, each under uvicorn on loopback: yields
+    ``{"batched": (url, app), "unbatched": (url, app)}``. ``batching``: settings for the
+    batched one (e.g. ``predict_batch_max_size``). Each app gets its Predictor up front, so
+    its batcher is the one the served app uses and the one read for statistics (the tests
+    start servers through this function too)."""
+    variants = {
+        "batched": {"predict_batching": True, **(batching or {})},
+        "unbatched": {"predict_batching": False},
+    }
+    with ExitStack() as stack:
+        served = {}
+        for name, overrides in variants.items():
+            context = dataclasses.replace(
+                ctx, settings=ctx.settings.model_copy(update=overrides))
+            app = create_app(context, start_worker=False)
+            app.state.predictor = Predictor(context)
+            served[name] = (stack.enter_context(serve(context, app=app)), app)
+        batcher = served["batched"][1].state.predictor.batcher
+        if batcher is None or served["unbatched"][1].state.predictor.batcher is not None:
+            raise RuntimeError("the batched server must batch and the other must not")
+        # Every pass of the measured rounds, not just the last 1,024.
+        batcher.history = deque(maxlen=1_000_000)
+        yield served
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=64)
@@ -67,37 +97,35 @@ def main() -> None:
     args = parser.parse_args()
 
     ctx = fresh_context()
-    overrides = {"predict_batching": True}
+    batching = {}
     if args.max_batch is not None:
-        overrides["predict_batch_max_size"] = args.max_batch
+        batching["predict_batch_max_size"] = args.max_batch
     if args.max_wait_ms is not None:
-        overrides["predict_batch_max_wait_ms"] = args.max_wait_ms
-    batched_ctx = dataclasses.replace(ctx, settings=ctx.settings.model_copy(update=overrides))
-    unbatched_ctx = dataclasses.replace(
-        ctx, settings=ctx.settings.model_copy(update={"predict_batching": False}))
+        batching["predict_batch_max_wait_ms"] = args.max_wait_ms
     data = ctx.model_data(ctx.model_name)
     images = data.test_images[: args.clients, 0].numpy()
     bodies = [orjson.dumps({"instances": [np.round(image, 4).tolist()]}) for image in images]
     headers = {"content-type": "application/json", **admin_headers(ctx)}
 
-    apps = {}
-    for name, context in (("batched", batched_ctx), ("unbatched", unbatched_ctx)):
-        app = create_app(context, start_worker=False)
-        app.state.predictor = Predictor(context)
-        apps[name] = app
     results: dict[str, list] = {"batched": [], "unbatched": []}
     spawn = multiprocessing.get_context("spawn")
-    with serve(batched_ctx, apps["batched"]) as batched_url, \
-            serve(unbatched_ctx, apps["unbatched"]) as unbatched_url, \
-            spawn.Pool(1) as pool:
-        urls = {"batched": batched_url, "unbatched": unbatched_url}
-        for url in urls.values():  # warm-up
+    with served_apps(ctx, batching) as served, spawn.Pool(1) as pool:
+        for url, _ in served.values():  # warm-up
             pool.apply(client_load, (url, headers, bodies, args.clients, 1.0))
+        batcher = served["batched"][1].state.predictor.batcher
+        batcher.history.clear()
+        calls_before = batcher.calls
         for _ in range(args.rounds):
-            for name, url in urls.items():
+            for name, (url, _) in served.items():
                 results[name].append(pool.apply(
                     client_load, (url, headers, bodies, args.clients, args.seconds)))
-    batch_sizes = [r.images for r in apps["batched"].state.predictor.batcher.history]
+        batch_sizes = [r.images for r in batcher.history]
+        settings = served["batched"][1].state.ctx.settings
+    answered = sum(r[0] + r[2] for r in results["batched"])
+    if batcher.calls - calls_before < sum(r[0] for r in results["batched"]):
+        # The statistics would describe a batcher the requests did not go through.
+        raise RuntimeError(f"the batcher saw {batcher.calls - calls_before} calls of the "
+                           f"{answered} the batched server answered")
 
     summary = {}
     for name, runs in results.items():
@@ -110,7 +138,9 @@ def main() -> None:
             "failures": sum(r[2] for r in runs),
         }
     b, u = summary["batched"], summary["unbatched"]
-    settings = batched_ctx.settings
+    # Each round measures both servers back to back, so a round's ratio shares its load.
+    ratios = [batched[0] / max(unbatched[0], 1)
+              for batched, unbatched in zip(results["batched"], results["unbatched"])]
     report = "\n".join([
         f"{args.clients} concurrent single-image /predict clients (JSON), device: "
         f"{describe_device(ctx.device)}; {args.rounds} alternating rounds of "
@@ -120,10 +150,12 @@ def main() -> None:
         f"p50 {b['p50']:.1f} ms, p99 {b['p99']:.1f} ms",
         f"- without batching: {u['rate']:,.0f} requests/s, p50 {u['p50']:.1f} ms, "
         f"p99 {u['p99']:.1f} ms",
-        f"- throughput with batching / without: {b['rate'] / u['rate']:.2f}x",
-        f"- images per forward pass with batching (last {len(batch_sizes)} passes): "
-        f"median {statistics.median(batch_sizes) if batch_sizes else 0:g}, "
-        f"max {max(batch_sizes, default=0)}",
+        f"- throughput with batching / without: {b['rate'] / u['rate']:.2f}x overall; "
+        f"median of the rounds' ratios {statistics.median(ratios):.2f}x "
+        f"({', '.join(f'{r:.2f}' for r in ratios)})",
+        f"- images per forward pass with batching ({len(batch_sizes)} passes in the "
+        f"measured rounds): median {statistics.median(batch_sizes):g}, "
+        f"mean {statistics.fmean(batch_sizes):.1f}, max {max(batch_sizes)}",
         f"- failed calls: {b['failures'] + u['failures']}",
     ])
     print(report)

@@ -4,6 +4,7 @@ batches stay within their bound, and one caller's bad input or failure stays its
 from __future__ import annotations
 
 import asyncio
+import importlib
 
 import httpx
 import numpy as np
@@ -15,7 +16,7 @@ from app.architectures.catalog import build_model
 from app.architectures.mnist_cnn import MNIST_SPEC
 from app.prediction.batching import DynamicBatcher
 from app.prediction.service import forward_probabilities
-from tests.conftest import api_key, make_ctx, make_settings
+from tests.conftest import ROOT, api_key, make_ctx, make_settings
 from tests.test_console_browser import LiveServer
 
 CPU = torch.device("cpu")
@@ -173,3 +174,44 @@ def test_concurrent_http_clients_share_passes_and_bad_input_stays_theirs(
     assert sum(r.images for r in history) == 24
     assert max(r.calls for r in history) > 1
     assert all(r.images <= 16 for r in history)
+
+
+def test_the_concurrency_benchmark_measures_the_batcher_its_server_uses(
+        tmp_path, feature_cache_dir, small_data, trained_state, model, monkeypatch):
+    """benchmarks/predict_concurrency.py once served fresh apps instead of its own (the
+    app went into ``serve``'s ``start_worker`` place), so it read the statistics of a
+    batcher no request reached ("median 0 images per pass"). Servers started the way the
+    benchmark starts them must route concurrent single-image calls through the batcher
+    it reports on, and only the batched one may batch."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    predict_concurrency = importlib.import_module("predict_concurrency")
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'c.db'}", feature_cache_dir)
+    ctx = make_ctx(settings, small_data, trained_state)
+    headers = {"Authorization": f"Bearer {api_key(ctx)}"}
+    images = small_data.test_images[:16].numpy()
+    expected = _forward(model, images)
+
+    async def sixteen_clients(url):
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+            return await asyncio.gather(*(
+                client.post("/predict", json={"instances": [images[i, 0].tolist()]})
+                for i in range(16)))
+
+    # A long wait and a bound of 8: the 16 concurrent calls are sure to find company.
+    batching = {"predict_batch_max_size": 8, "predict_batch_max_wait_ms": 2000}
+    try:
+        with predict_concurrency.served_apps(ctx, batching) as served:
+            answers = {name: asyncio.run(sixteen_clients(url))
+                       for name, (url, _) in served.items()}
+    finally:
+        ctx.close()
+    for responses in answers.values():
+        for i, response in enumerate(responses):
+            assert response.status_code == 200, response.text
+            np.testing.assert_allclose(response.json()["predictions"][0]["probabilities"],
+                                       expected[i], atol=1e-5)
+    batcher = served["batched"][1].state.predictor.batcher
+    assert (batcher.calls, batcher.images) == (16, 16)
+    assert batcher.passes < 16  # calls shared forward passes
+    assert all(record.images <= 8 for record in batcher.history)
+    assert served["unbatched"][1].state.predictor.batcher is None

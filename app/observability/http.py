@@ -100,7 +100,7 @@ async def _check_key(request: Request) -> None:
 
     credentials = await bearer_scheme(request)
     principal = await run_in_threadpool(get_principal, request, credentials)
-    require(Role.auditor)(principal)
+    await require(Role.auditor)(principal)  # the role check is async (app.auth.deps)
 
 
 def install_observability(app: FastAPI, settings) -> None:

@@ -66,6 +66,11 @@ class DynamicBatcher:
         self._queues: dict[str, _VersionQueue] = {}
         # The last ``history`` forward passes, for tests and diagnostics (0: none kept).
         self.history: deque[BatchRecord] = deque(maxlen=history)
+        # Totals since start (successful passes only), kept whatever ``history`` is: a
+        # benchmark or test reads them before and after to know what its own calls did.
+        self.passes = 0
+        self.calls = 0
+        self.images = 0
 
     async def submit(self, key: str, model: object, images: np.ndarray) -> np.ndarray:
         """The forward pass's rows for ``images``, computed in a batch with other calls
@@ -134,6 +139,9 @@ class DynamicBatcher:
                 if not call.future.done():
                     call.future.set_exception(error)
             return
+        self.passes += 1
+        self.calls += len(batch)
+        self.images += len(images)
         if self.history.maxlen:
             self.history.append(BatchRecord(len(batch), len(images)))
         start = 0
