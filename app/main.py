@@ -99,6 +99,10 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
                 worker.stop()
             operations.stop()
             checkpoints.stop()
+            body_parser = getattr(app.state, "body_parser", None)
+            if body_parser is not None:  # the processes that parse large bodies
+                body_parser.close()
+                app.state.body_parser = None
             app.state.readiness.close()
             if ctx is None:
                 context.close()
