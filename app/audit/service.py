@@ -100,13 +100,15 @@ def _append(session: Session, entry: AuditEntry) -> None:
                     .values(head_hash=entry.entry_hash))
 
 
-def record_artifact_failure(db, error, actor: str) -> None:
+def record_artifact_failure(db, error, actor: str, **aggregate: Any) -> None:
     """Audit a refusal to serve a corrupted or missing model file (its own transaction: the
-    request that found it fails)."""
+    request that found it fails). ``aggregate``: the window's figures when refusals are
+    audited once per window (``app.audit.aggregation``)."""
     with db.session() as session:
         record(session, AuditAction.artifact_integrity_failed, actor,
                model_name=error.model_name, model_version=error.version,
-               details={"expected_sha256": error.expected_sha256, "reason": error.reason})
+               details={"expected_sha256": error.expected_sha256, "reason": error.reason,
+                        **aggregate})
 
 
 def entry_record(entry: AuditEntry) -> dict[str, Any]:
