@@ -37,6 +37,8 @@ class AuditAction(str, enum.Enum):
     key_created = "api_key.created"
     key_revoked = "api_key.revoked"
     artifact_integrity_failed = "artifact.integrity_failed"
+    # Unreferenced version files removed by `unlearn artifacts gc`.
+    artifacts_collected = "artifacts.collected"
     dataset_registered = "dataset.registered"
     # Completion webhooks: every attempt to POST a request's final status to its
     # callback_url, with its outcome (delivered, retrying, gave_up, refused).
