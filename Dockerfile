@@ -48,7 +48,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH \
 
 RUN groupadd --system --gid 10001 unlearn \
     && useradd --system --uid 10001 --gid unlearn --home-dir /srv --shell /usr/sbin/nologin unlearn \
-    && mkdir -p /srv/var /srv/models /srv/data /srv/artifacts /srv/cache \
+    && mkdir -p /srv/var /srv/models /srv/data /srv/artifacts /srv/cache /srv/datasets \
+       /srv/keys /srv/checkpoints \
     && chown -R unlearn:unlearn /srv
 COPY --from=build /opt/venv /opt/venv
 COPY --chown=unlearn:unlearn models/base /srv/models/base

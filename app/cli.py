@@ -715,3 +715,31 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+artifacts_cli = typer.Typer(help="The artifact store of model versions.", no_args_is_help=True)
+cli.add_typer(artifacts_cli, name="artifacts")
+
+
+@artifacts_cli.command("gc")
+def artifacts_gc(
+    grace_hours: Annotated[float, typer.Option(
+        min=0, help="Keep unreferenced files younger than this (a write in progress).")] = 24.0,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List what would be removed; remove nothing.")] = False,
+) -> None:
+    """Remove version files that no version references (left by a worker killed before
+    publishing), older than the grace period; audited as artifacts.collected."""
+    from app.core.context import build_context
+    from app.registry.gc import collect
+
+    ctx = build_context(_settings())
+    try:
+        result = collect(ctx, grace_hours, "cli:artifacts-gc", dry_run=dry_run)
+    finally:
+        ctx.close()
+    verb = "would remove" if dry_run else "removed"
+    for key in result.removed:
+        typer.echo(f"{verb} {key}")
+    typer.echo(f"{len(result.removed)} file(s) {verb}; {len(result.too_young)} unreferenced "
+               f"file(s) younger than {grace_hours:g} h kept; {result.referenced} referenced")

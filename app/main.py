@@ -9,8 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
+from app.api.docs_pages import install_docs_pages
 from app.api.errors import ERROR_RESPONSES, install_error_handlers
 from app.api.limits import BodySizeLimitMiddleware
+from app.api.security_headers import SecurityHeadersMiddleware
 from app.audit.checkpoints import CheckpointWriter, checkpoint_store, write_checkpoint
 from app.audit.routes import router as audit_router
 from app.auth.routes import router as auth_router
@@ -99,12 +101,18 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
                 worker.stop()
             operations.stop()
             checkpoints.stop()
+            body_parser = getattr(app.state, "body_parser", None)
+            if body_parser is not None:  # the processes that parse large bodies
+                body_parser.close()
+                app.state.body_parser = None
             app.state.readiness.close()
             if ctx is None:
                 context.close()
 
+    # /docs and /redoc are served with their assets from this origin (no CDN).
     app = FastAPI(title="Unlearning service", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_docs_pages(app)
     install_error_handlers(app)
     for router in (forgetting_router, registry_router, prediction_router, audit_router,
                    health_router, inference_protocol_router):
@@ -114,6 +122,7 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         app.include_router(router, responses=ERROR_RESPONSES)
     settings = ctx.settings if ctx else get_settings()
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)  # also on 413s and errors of any layer
     install_observability(app, settings)  # request IDs, access log, HTTP metrics, /metrics
     # Registered datasets.
     app.include_router(datasets_router, responses=ERROR_RESPONSES)

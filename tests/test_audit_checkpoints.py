@@ -217,3 +217,20 @@ def test_certificates_checkpoint_their_head_and_verify_reports_the_finding(
         assert "audit log intact" in result.output and "missing_tail" in result.output
     finally:
         get_settings.cache_clear()
+
+
+def test_audit_windows_give_one_entry_per_key_per_window_with_the_last_count():
+    """Repeatable refusals (failed keys, corrupted versions) are audited in aggregate."""
+    from app.audit.aggregation import AuditWindows
+
+    now = [0.0]
+    windows = AuditWindows(60, clock=lambda: now[0])
+    assert windows.count("a") == 0          # first of its window: write an entry
+    assert windows.count("a") is None       # counted, no entry
+    assert windows.count("b") == 0          # other keys have their own windows
+    assert windows.count("a") is None
+    now[0] = 60.0
+    assert windows.count("a") == 3          # a new window: the last one had three
+    assert windows.count("a") is None
+    now[0] = 200.0
+    assert windows.count("b") == 1

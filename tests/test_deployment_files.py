@@ -4,14 +4,24 @@ command our image runs is an `unlearn` command."""
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
+import subprocess
+import uuid
 
+import pytest
 import yaml
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ProgrammingError
 from typer.main import get_command
 
 from app.cli import cli
 from app.core.config import ENV_PREFIX, Settings, load_settings
-from tests.conftest import ROOT
+from app.db.migrations import upgrade
+from app.db.roles import grant_app_role
+from tests.conftest import POSTGRES_URL, ROOT, _unavailable
 
 
 def compose() -> dict:
@@ -89,3 +99,114 @@ def test_compose_commands_are_unlearn_commands():
                 assert command is not None, (name, run)
                 rest = rest[1:]
             command.make_context(command.name, rest)
+
+
+def _database_user(service: dict) -> str:
+    return make_url(service["environment"]["UNLEARN_DATABASE_URL"]).username
+
+
+def _runs(service: dict) -> list[list[str]]:
+    words = service["command"]
+    if words[:2] == ["sh", "-c"]:
+        return [shlex.split(part) for part in words[2].split("&&")]
+    return [words]
+
+
+def test_migrations_run_as_the_owner_and_the_service_as_the_app_role():
+    """Issue 15: the app role owns nothing; only `migrate` connects as the owner, and it
+    grants the app role its rights after upgrading, before anything runs as it."""
+    services = compose()["services"]
+    migrate = services["migrate"]
+    owner = _database_user(migrate)
+    runs = _runs(migrate)
+    assert [run[1:3] for run in runs] == [["db", "upgrade"], ["db", "grant-app-role"],
+                                          ["bootstrap"]]
+    app_role = runs[1][3]
+    assert app_role != owner
+    ours = [name for name, service in services.items()
+            if service.get("build") is not None and name != "migrate"]
+    assert set(ours) == {"api", "worker-light", "worker-heavy"}
+    for name in ours:
+        assert _database_user(services[name]) == app_role, name
+    # The postgres service creates both roles from the init script, and no service of
+    # ours connects as the superuser.
+    postgres = services["postgres"]
+    superuser = postgres["environment"]["POSTGRES_USER"]
+    assert superuser not in {owner, app_role}
+    init = [volume.split(":") for volume in postgres["volumes"]
+            if volume.startswith("./deploy/postgres/init-roles.sh:")]
+    assert len(init) == 1 and init[0][1].startswith("/docker-entrypoint-initdb.d/")
+    script = (ROOT / init[0][0]).read_text()
+    # Its default role names are the ones the URLs use.
+    assert f"DB_OWNER_ROLE:-{owner}" in script and f"DB_APP_ROLE:-{app_role}" in script
+
+
+def test_every_process_shares_the_secrets_and_the_checkpoints_stay_off_the_database():
+    services = compose()["services"]
+    ours = {name: service for name, service in services.items()
+            if service.get("build") is not None}
+    for variable in ("UNLEARN_SIGNING_KEY_PATH", "UNLEARN_SUBJECT_KEY_PATH",
+                     "UNLEARN_WEBHOOK_SECRET_PATH", "UNLEARN_AUDIT_CHECKPOINT_PATH"):
+        paths = {service["environment"][variable] for service in ours.values()}
+        assert len(paths) == 1, variable
+        folder = paths.pop().rsplit("/", 1)[0]
+        for name, service in ours.items():
+            assert any(volume.endswith(":" + folder) for volume in service["volumes"]), \
+                (name, variable)
+    checkpoints = ours["api"]["environment"]["UNLEARN_AUDIT_CHECKPOINT_PATH"].rsplit("/", 1)[0]
+    checkpoint_volume = next(volume.split(":")[0] for volume in ours["api"]["volumes"]
+                             if volume.endswith(":" + checkpoints))
+    assert not any(volume.startswith(checkpoint_volume + ":")
+                   for volume in services["postgres"]["volumes"])
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for folder in ("/srv/keys", "/srv/checkpoints", "/srv/datasets"):
+        assert folder in dockerfile  # made in the image, so the volume is the user's
+
+
+def test_the_init_script_makes_roles_that_migrate_and_serve(tmp_path):
+    """Runs deploy/postgres/init-roles.sh as the postgres image would (psql as the
+    superuser, on a fresh database), with role names of its own, then migrates as the
+    owner and checks that the app role reads and appends the audit log but cannot
+    rewrite it."""
+    if shutil.which("psql") is None:
+        pytest.skip("psql is not installed")
+    admin_url = make_url(POSTGRES_URL)
+    suffix = uuid.uuid4().hex[:8]
+    owner, app, database = f"owner_{suffix}", f"app_{suffix}", f"compose_{suffix}"
+    try:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{database}"'))
+    except Exception as error:
+        _unavailable(f"PostgreSQL unavailable: {error}")
+    try:
+        env = {**os.environ, "POSTGRES_USER": admin_url.username, "POSTGRES_DB": database,
+               "PGHOST": admin_url.host or "127.0.0.1", "PGPORT": str(admin_url.port or 5432),
+               "DB_OWNER_ROLE": owner, "DB_APP_ROLE": app,
+               "DB_OWNER_PASSWORD": "owner-secret", "DB_APP_PASSWORD": "app-secret"}
+        if admin_url.password:
+            env["PGPASSWORD"] = admin_url.password
+        ran = subprocess.run(["sh", str(ROOT / "deploy/postgres/init-roles.sh")], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+        as_owner = admin_url.set(username=owner, password="owner-secret", database=database)
+        as_app = admin_url.set(username=app, password="app-secret", database=database)
+        upgrade(as_owner.render_as_string(hide_password=False))
+        owner_engine = create_engine(as_owner)
+        grant_app_role(owner_engine, app)
+        owner_engine.dispose()
+        app_engine = create_engine(as_app)
+        with app_engine.connect() as connection:
+            assert connection.scalar(text("SELECT count(*) FROM audit_log")) == 0
+            assert not connection.scalar(text(
+                "SELECT rolsuper OR rolcreatedb OR rolcreaterole FROM pg_roles "
+                "WHERE rolname = current_user"))
+            with pytest.raises(ProgrammingError):
+                connection.execute(text("DELETE FROM audit_log"))
+        app_engine.dispose()
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            connection.execute(text(f'DROP ROLE IF EXISTS "{app}"'))
+            connection.execute(text(f'DROP ROLE IF EXISTS "{owner}"'))
+        admin.dispose()

@@ -132,12 +132,26 @@ def test_corrupted_artifact_is_refused_with_503_and_audited(client, ctx):
     assert response.status_code == 503
     error = response.json()["error"]
     assert error["code"] == "artifact_integrity" and "sha256" in error["message"]
+    # Clients never see where the server keeps its files; the audit entry says.
+    assert version.artifact_path not in error["message"]
+    assert str(ctx.settings.artifact_dir) not in error["message"]
+    path.unlink()  # missing now: the message named the store's directory
+    ctx.models.clear()
+    for _ in range(3):  # refused again and again: still one audit entry in the window
+        again = client.post("/predict", headers=client_key,
+                            json={"instances": [[[0.0] * 28] * 28]})
+        assert again.status_code == 503
+        assert str(ctx.settings.artifact_dir) not in again.json()["error"]["message"]
+        assert "/" not in again.json()["error"]["message"]
     entries = client.get("/audit-log",
                              params={"action": "artifact.integrity_failed"}).json()["items"]
     assert len(entries) == 1
     assert entries[0]["actor"] == "test-client" and entries[0]["model_version"] == 1
     assert entries[0]["details"]["expected_sha256"] == version.artifact_sha256
+    assert entries[0]["details"]["previous_window_refusals"] == 0
+    assert version.artifact_path in entries[0]["details"]["reason"]
     assert client.get("/audit-log/verify").json()["intact"] is True
     # A forget request from the corrupted version fails; no version is published.
     failed = client.post("/forget-requests?wait=true", json=forget_body()).json()
     assert failed["status"] == "failed" and "sha256" in failed["error"]
+    assert str(ctx.settings.artifact_dir) not in failed["error"]

@@ -24,7 +24,6 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
-    ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
     ("GET", "/certificates/public-key"): PUBLIC,
     ("GET", "/registered-models"): ALL,

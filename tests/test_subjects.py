@@ -222,6 +222,13 @@ def test_superseded_versions_promotion_prediction_purge(people_ctx, people):
         refused = client.post("/predict", json={"instances": [image]}, headers=as_client)
         assert refused.status_code == 409
         assert f"use version {new}" in refused.json()["error"]["message"]
+        # The KServe v2 routes refuse it through the same check.
+        v2_body = {"inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                               "data": data.test_images[0].flatten().tolist()}]}
+        for path in ("/v2/models/mnist-cnn/infer", "/v2/models/mnist-cnn/versions/1/infer"):
+            refused = client.post(path, json=v2_body, headers=as_client)
+            assert refused.status_code == 409, (path, refused.text)
+            assert refused.json()["error"]["field"] == "model_version"
         promoted = client.post(f"/models/{new}/promote")
         assert promoted.status_code == 200
         back = client.post("/models/1/promote")
@@ -244,6 +251,12 @@ def test_superseded_versions_promotion_prediction_purge(people_ctx, people):
         gone = client.post("/predict", json={"instances": [image], "model_version": 1},
                            headers=as_auditor)
         assert gone.status_code == 410 and gone.json()["error"]["field"] == "model_version"
+        for headers in (as_client, {}):  # a client key, the admin key
+            gone = client.post("/v2/models/mnist-cnn/versions/1/infer", json=v2_body,
+                               headers=headers)
+            assert gone.status_code == 410, gone.text
+        assert client.post("/v2/models/mnist-cnn/infer", json=v2_body,
+                           headers=as_client).status_code == 200
         assert client.get("/models/1").json()["status"] == "purged"
         assert purge_superseded(people_ctx, 0, "test") == []
         reissued = client.get(f"/forget-requests/{done['id']}/certificate").json()

@@ -37,6 +37,8 @@ class AuditAction(str, enum.Enum):
     key_created = "api_key.created"
     key_revoked = "api_key.revoked"
     artifact_integrity_failed = "artifact.integrity_failed"
+    # Unreferenced version files removed by `unlearn artifacts gc`.
+    artifacts_collected = "artifacts.collected"
     dataset_registered = "dataset.registered"
     # Completion webhooks: every attempt to POST a request's final status to its
     # callback_url, with its outcome (delivered, retrying, gave_up, refused).
@@ -100,13 +102,15 @@ def _append(session: Session, entry: AuditEntry) -> None:
                     .values(head_hash=entry.entry_hash))
 
 
-def record_artifact_failure(db, error, actor: str) -> None:
+def record_artifact_failure(db, error, actor: str, **aggregate: Any) -> None:
     """Audit a refusal to serve a corrupted or missing model file (its own transaction: the
-    request that found it fails)."""
+    request that found it fails). ``aggregate``: the window's figures when refusals are
+    audited once per window (``app.audit.aggregation``)."""
     with db.session() as session:
         record(session, AuditAction.artifact_integrity_failed, actor,
                model_name=error.model_name, model_version=error.version,
-               details={"expected_sha256": error.expected_sha256, "reason": error.reason})
+               details={"expected_sha256": error.expected_sha256, "reason": error.reason,
+                        **aggregate})
 
 
 def entry_record(entry: AuditEntry) -> dict[str, Any]:

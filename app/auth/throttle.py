@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
-from dataclasses import dataclass
 
 from limits import parse, storage, strategies
 
+from app.audit.aggregation import AuditWindows
 from app.core.errors import ServiceError
 
 logger = logging.getLogger("unlearn.auth")
@@ -46,20 +45,13 @@ class TooManyFailuresError(ServiceError):
         self.headers = {"Retry-After": str(retry_after_s)}
 
 
-@dataclass
-class _AddressWindow:
-    started: float
-    failures: int = 0
-
-
 class Throttle:
     def __init__(self, per_address: str, per_prefix: str, backend=None):
         self.per_address = parse(per_address)
         self.per_prefix = parse(per_prefix)
         self.limiter = strategies.MovingWindowRateLimiter(backend or storage.MemoryStorage())
         self.window_s = self.per_address.get_expiry()
-        self._windows: dict[str, _AddressWindow] = {}
-        self._lock = threading.Lock()
+        self._audit_windows = AuditWindows(self.window_s)
 
     @staticmethod
     def prefix(token: str) -> str:
@@ -84,22 +76,8 @@ class Throttle:
         # window are answered 401, the ones after that 429.
         address_ok = self.limiter.hit(self.per_address, "auth", address)
         prefix_ok = self.limiter.hit(self.per_prefix, "auth-prefix", self.prefix(token))
-        now = time.monotonic()
-        with self._lock:
-            window = self._windows.get(address)
-            previous = None
-            if window is None or now - window.started >= self.window_s:
-                previous = window.failures if window is not None else 0
-                window = self._windows[address] = _AddressWindow(now)
-                if len(self._windows) > 100_000:  # bounded memory under address spraying
-                    self._forget_old(now)
-            window.failures += 1
+        previous = self._audit_windows.count(address)
         return (not prefix_ok or not address_ok), previous
-
-    def _forget_old(self, now: float) -> None:
-        for address in [a for a, w in self._windows.items()
-                        if now - w.started >= self.window_s]:
-            del self._windows[address]
 
     def refuse(self, address: str, token: str, throttled: bool, message: str,
                unauthenticated: type[ServiceError]) -> ServiceError:

@@ -99,6 +99,19 @@ class Settings(BaseSettings):
         "window; over it a wrong key gets 429, a valid one still passes.")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024,
                                 description="Larger request bodies get 413.")
+    predict_parse_offload_bytes: int = Field(
+        default=1024 * 1024, ge=0,
+        description="Prediction bodies at least this large are parsed in a separate "
+        "process (JSON parsing holds the GIL, so a thread would still stall the event "
+        "loop); smaller ones stay on the event loop, which is faster for them.")
+    predict_parse_processes: int = Field(
+        default=2, ge=0, le=64,
+        description="Processes that parse large prediction bodies (0: parse every body on "
+        "the event loop).")
+    refused_prediction_audit_window_s: int = Field(
+        default=60, ge=1, le=86_400,
+        description="Refused predictions (a corrupted artifact) are audited once per key, "
+        "model version and window, with the previous window's count.")
 
     # Verification: the acceptance criteria a request's new version must meet (defaults
     # per target kind; a request may override them under "acceptance").

@@ -9,6 +9,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from app.audit.aggregation import AuditWindows
 from app.audit.service import record_artifact_failure
 from app.core.context import ServiceContext
 from app.core.errors import CorruptArtifactError, NotFoundError
@@ -29,6 +30,9 @@ class Predictor:
         self._versions: OrderedDict[tuple[str, int], ModelVersion] = OrderedDict()
         self._lock = threading.Lock()
         self.batcher: DynamicBatcher | None = None
+        # Refusals are audited once per key, version and window: a client cannot flood
+        # the append-only log by asking a corrupted version again and again.
+        self.refusals = AuditWindows(settings.refused_prediction_audit_window_s)
         if settings.predict_batching:
             self.batcher = DynamicBatcher(
                 lambda model, images: forward_probabilities(model, images, ctx.device),
@@ -50,7 +54,11 @@ class Predictor:
         try:
             return version, self.ctx.models.get(version)
         except CorruptArtifactError as error:
-            record_artifact_failure(self.ctx.db, error, actor)
+            previous = self.refusals.count((actor, version.model_name, version.version))
+            if previous is not None:
+                record_artifact_failure(self.ctx.db, error, actor,
+                                        window_s=self.refusals.window_s,
+                                        previous_window_refusals=previous)
             raise
 
     def _version_row(self, name: str, number: int | None, field: str) -> ModelVersion:

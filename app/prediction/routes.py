@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -14,6 +13,7 @@ from app.core.context import ServiceContext
 from app.core.errors import InvalidInputError
 from app.observability.metrics import record_prediction
 from app.prediction import service
+from app.prediction.body_parsing import BodyParser, ParseFailure, parse_predict_body
 from app.prediction.predictor import Predictor
 from app.prediction.schemas import Prediction, PredictRequest, PredictResponse
 from app.subjects.supersession import check_servable
@@ -56,7 +56,7 @@ async def predict(request: Request,
                   predictor: Annotated[Predictor, Depends(get_predictor)],
                   actor: Annotated[str, Depends(get_caller)],
                   principal: Annotated[Principal, Depends(get_principal)]) -> PredictResponse:
-    body, instances = _parse_body(await request.body())
+    body, instances = await _parse_body(request, await request.body())
     version, model, batch = await run_in_threadpool(_prepare, ctx, predictor, body,
                                                     instances, actor, principal.roles)
     probabilities = await predictor.probabilities(version, model, batch)
@@ -71,35 +71,31 @@ async def predict(request: Request,
     )
 
 
-def _parse_body(raw: bytes) -> tuple[PredictRequest, list | None]:
-    """The request model, and the raw ``instances`` lists when given.
+def get_body_parser(request: Request) -> BodyParser:
+    """The app's one BodyParser (its parsing processes start with the first large body)."""
+    parser = getattr(request.app.state, "body_parser", None)
+    if parser is None:
+        settings = request.app.state.ctx.settings
+        parser = request.app.state.body_parser = BodyParser(
+            settings.predict_parse_offload_bytes, settings.predict_parse_processes)
+    return parser
 
-    ``instances`` dominates the cost: a 256-image batch is 200,704 JSON numbers. orjson
-    parses them and NumPy checks shape, finiteness and range in C (``batch_from_instances``),
-    which is about twice as fast as validating every number as a pydantic float; all the
-    other fields go through ``PredictRequest`` as usual (anything but a list under
-    ``instances`` too, so its errors keep the model's wording)."""
+
+async def _parse_body(request: Request, raw: bytes) -> tuple[PredictRequest, Any]:
+    """The request model and its instances: on the event loop for a small body, in a
+    parsing process for a large one (``app.prediction.body_parsing``)."""
+    parser = get_body_parser(request)
     try:
-        try:
-            document = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            # Not strict JSON (or not JSON at all): pydantic-core's parser also reads the
-            # NaN/Infinity literals some clients send, so the error can name the image.
-            body = PredictRequest.model_validate_json(raw)
-            return body, body.instances
-        instances = None
-        if isinstance(document, dict) and isinstance(document.get("instances"), list):
-            instances = document.pop("instances")
-            service.check_numbers_only(instances)
-        return PredictRequest.model_validate(document), instances
+        return await parser.run(len(raw), parse_predict_body, raw, parser.offloads(len(raw)))
     except ValidationError as error:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in error.errors()]
-        ) from None
+        errors: list = list(error.errors())
+    except ParseFailure as failure:
+        errors = failure.errors
+    raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors])
 
 
 def _prepare(ctx: ServiceContext, predictor: Predictor, body: PredictRequest,
-             instances: list | None, actor: str, roles: frozenset[str] = frozenset()):
+             instances: Any, actor: str, roles: frozenset[str] = frozenset()):
     """The version and its model, then the images checked against the shape that version
     takes (blocking work: database, files, decoding; run in a thread)."""
     if (instances is None) == (body.images is None):

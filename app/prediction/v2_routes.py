@@ -12,17 +12,18 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import get_ctx
-from app.auth.deps import require
-from app.auth.service import Role
+from app.auth.deps import get_principal, require
+from app.auth.service import Principal, Role
 from app.core.context import ServiceContext
 from app.core.errors import NotFoundError
 from app.db.migrations import migration_status
 from app.prediction import inference_protocol as protocol
 from app.prediction import service
 from app.prediction.predictor import Predictor
-from app.prediction.routes import get_caller, get_context, get_predictor
+from app.prediction.routes import get_body_parser, get_caller, get_context, get_predictor
 from app.registry.models import ModelVersion, RegisteredModel
 from app.registry.service import get_version, list_versions
+from app.subjects.supersession import check_servable
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (KServe v2)"])
 client_only = [Depends(require(Role.client))]
@@ -103,8 +104,8 @@ def version_ready(name: str, version: str,
 async def infer_production(name: str, request: Request,
                            ctx: Annotated[ServiceContext, Depends(get_context)],
                            predictor: Annotated[Predictor, Depends(get_predictor)],
-                           actor: Annotated[str, Depends(get_caller)]) -> Response:
-    return await _infer(name, None, request, ctx, predictor, actor)
+                           principal: Annotated[Principal, Depends(get_principal)]) -> Response:
+    return await _infer(name, None, request, ctx, predictor, principal)
 
 
 @router.post("/models/{name}/versions/{version}/infer", dependencies=client_only,
@@ -112,17 +113,25 @@ async def infer_production(name: str, request: Request,
 async def infer_version(name: str, version: str, request: Request,
                         ctx: Annotated[ServiceContext, Depends(get_context)],
                         predictor: Annotated[Predictor, Depends(get_predictor)],
-                        actor: Annotated[str, Depends(get_caller)]) -> Response:
-    return await _infer(name, _version_number(version), request, ctx, predictor, actor)
+                        principal: Annotated[Principal, Depends(get_principal)]) -> Response:
+    return await _infer(name, _version_number(version), request, ctx, predictor, principal)
 
 
 async def _infer(name: str, version_number: int | None, request: Request,
-                 ctx: ServiceContext, predictor: Predictor, actor: str) -> Response:
+                 ctx: ServiceContext, predictor: Predictor, principal: Principal) -> Response:
     _check_name(ctx, name)
     body = await request.body()
     header_length = request.headers.get(protocol.HEADER_LENGTH)
+    # A large JSON header is parsed in a parsing process (it holds the GIL for as long as
+    # it takes); a small one, or raw tensor bytes after a small header, in the thread.
+    parser = get_body_parser(request)
+    offload = parser.offloads(_json_size(body, header_length))
     version, model, parsed = await run_in_threadpool(
-        _prepare, ctx, predictor, name, version_number, body, header_length, actor)
+        _prepare, ctx, predictor, name, version_number, body, header_length, principal,
+        not offload)
+    if parsed is None:
+        parsed = await parser.run(len(body), protocol.parse_request, body, header_length,
+                                  service.image_shape(version), ctx.settings.max_predict_batch)
     probabilities = await predictor.probabilities(version, model, parsed.images)
     content, json_length = protocol.encode_response(name, version.version, parsed,
                                                     probabilities)
@@ -132,13 +141,27 @@ async def _infer(name: str, version_number: int | None, request: Request,
                     headers={protocol.HEADER_LENGTH: str(json_length)})
 
 
+def _json_size(body: bytes, header_length: str | None) -> int:
+    """How many bytes of the body are JSON (the whole body without the binary extension)."""
+    if header_length is not None and header_length.isdigit():
+        return min(len(body), int(header_length))
+    return len(body)
+
+
 def _prepare(ctx: ServiceContext, predictor: Predictor, name: str, version_number: int | None,
-             body: bytes, header_length: str | None, actor: str):
-    version, model = predictor.load(version_number, actor,
-                                    "version" if version_number is not None else "name",
-                                    model_name=name)
-    parsed = protocol.parse_request(body, header_length, service.image_shape(version),
-                                    ctx.settings.max_predict_batch)
+             body: bytes, header_length: str | None, principal: Principal, parse: bool):
+    """The version and its model (refused as ``/predict`` refuses it: 410 when purged, 409
+    when superseded), and the parsed request when ``parse``."""
+    # Checked before the model loads (a purged version's artifact is gone), so before the
+    # body is parsed: the audit entry of an admin's query records no image count.
+    version, model = predictor.load(
+        version_number, principal.name,
+        "version" if version_number is not None else "name", model_name=name,
+        check=lambda row: check_servable(ctx.db, row, principal.roles, principal.name, None))
+    parsed = None
+    if parse:
+        parsed = protocol.parse_request(body, header_length, service.image_shape(version),
+                                        ctx.settings.max_predict_batch)
     return version, model, parsed
 
 

@@ -7,6 +7,7 @@ complete one under its final name, never a visible half-written file.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -75,6 +76,11 @@ class ArtifactStore(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def keys(self) -> list[str]: ...
+
+    def listing(self) -> list[tuple[str, dt.datetime]]:
+        """Every stored object, temporaries of unfinished writes included, with its
+        modification time (UTC): what the garbage collector looks at."""
+        ...
 
 
 def make_artifact_store(settings) -> ArtifactStore:
@@ -157,6 +163,13 @@ class LocalArtifactStore:
             return []
         return sorted(str(path.relative_to(self.root)) for path in self.root.rglob("*")
                       if path.is_file() and not path.name.startswith(".tmp-"))
+
+    def listing(self) -> list[tuple[str, dt.datetime]]:
+        if not self.root.exists():
+            return []
+        return sorted((str(path.relative_to(self.root)),
+                       dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc))
+                      for path in self.root.rglob("*") if path.is_file())
 
 
 def _fsync_directory(directory: Path) -> None:

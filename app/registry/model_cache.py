@@ -43,8 +43,12 @@ class ModelCache:
         try:
             data = self.store.get(version.artifact_path, version.artifact_sha256)
         except ArtifactIntegrityError as error:
+            # The reason names the file and the store (a server path): it goes to the
+            # audit entry and the logs, never into the message clients see.
             raise CorruptArtifactError(
-                f"model version {version.version} cannot be served: {error}",
+                f"model version {version.version} of {version.model_name!r} cannot be "
+                f"served: its stored file is missing or its sha256 differs from the "
+                f"registry's record (refusing to load a modified model)",
                 model_name=version.model_name, version=version.version,
                 expected_sha256=version.artifact_sha256, reason=str(error),
             ) from None

@@ -8,6 +8,8 @@ write, which gives the same guarantee as the local store's write-then-rename.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from app.registry.artifacts import ArtifactIntegrityError, sha256_bytes, verify
 
 
@@ -63,3 +65,19 @@ class S3ArtifactStore:
         except FileNotFoundError:
             return []
         return sorted(path[len(prefix):] for path in found if path.startswith(prefix))
+
+    def listing(self) -> list[tuple[str, dt.datetime]]:
+        prefix = self.root + "/"
+        try:
+            found = self.fs.find(self.root, detail=True)
+        except FileNotFoundError:
+            return []
+        listed = []
+        for path, info in found.items():
+            if not path.startswith(prefix):
+                continue
+            modified = info.get("LastModified")
+            if not isinstance(modified, dt.datetime):  # unknown: treat as new, keep it
+                modified = dt.datetime.now(dt.timezone.utc)
+            listed.append((path[len(prefix):], modified))
+        return sorted(listed)

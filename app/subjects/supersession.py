@@ -153,10 +153,11 @@ def production_notice(request: ForgetRequest) -> str | None:
 
 
 def check_servable(db, version: ModelVersion, roles: frozenset[str], actor: str,
-                   image_count: int) -> None:
+                   image_count: int | None) -> None:
     """Before a prediction: 410 from a purged version; 409 for client-role callers from a
     superseded one; admin and auditor keys may query it (before/after comparisons), and
-    each such call is audited."""
+    each such call is audited (``image_count`` None: not known before the body is parsed,
+    as in the KServe v2 routes)."""
     from app.audit.service import record
     from app.core.errors import ConflictError, GoneError
 

@@ -1,0 +1,119 @@
+"""Issue 15, finding 7: a large prediction body is parsed in a parsing process, so that
+other requests are answered while it is parsed; small bodies stay on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import threading
+import time
+
+import numpy as np
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.errors import InvalidInputError
+from app.main import create_app
+from app.prediction import routes as prediction_routes
+from app.prediction.body_parsing import BodyParser, ParseFailure, parse_predict_body
+from tests.conftest import authorized, make_ctx, make_settings
+from tests.parse_gate import GATE_WAIT_S, gated_parse
+
+OFFLOAD_BYTES = 64 * 1024  # a 10-image body is larger
+
+
+@pytest.fixture(scope="module")
+def parser():
+    body_parser = BodyParser(OFFLOAD_BYTES, processes=1)
+    yield body_parser
+    body_parser.close()
+
+
+def test_small_bodies_parse_on_the_loop_large_ones_in_a_parsing_process(parser):
+    async def pids():
+        return (await parser.run(OFFLOAD_BYTES - 1, os.getpid),
+                await parser.run(OFFLOAD_BYTES, os.getpid))
+
+    small, large = asyncio.run(pids())
+    assert small == os.getpid()
+    assert large != os.getpid()
+
+
+def test_errors_from_a_parsing_process_keep_their_kind_and_field(parser):
+    images = np.zeros((3, 28, 28)).tolist()
+    images[2][5][5] = True
+    raw = orjson.dumps({"instances": images})
+    with pytest.raises(InvalidInputError) as refused:
+        asyncio.run(parser.run(OFFLOAD_BYTES, parse_predict_body, raw, True))
+    assert refused.value.field == "instances[2]"
+    with pytest.raises(ParseFailure) as invalid:
+        asyncio.run(parser.run(OFFLOAD_BYTES, parse_predict_body,
+                               orjson.dumps({"instances": [], "colour": "red"}), True))
+    assert invalid.value.errors[0]["loc"] == ("colour",)
+    # A regular batch comes back as one float32 array, a ragged one as its lists.
+    _, batch = asyncio.run(parser.run(OFFLOAD_BYTES, parse_predict_body,
+                                      orjson.dumps({"instances": np.ones((2, 28, 28)).tolist()}),
+                                      True))
+    assert isinstance(batch, np.ndarray) and batch.dtype == np.float32
+    assert batch.shape == (2, 28, 28)
+
+
+@pytest.fixture
+def offloading_client(tmp_path, feature_cache_dir, small_data, trained_state):
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'unlearn.db'}",
+                             feature_cache_dir, predict_parse_offload_bytes=OFFLOAD_BYTES,
+                             predict_parse_processes=1)
+    context = make_ctx(settings, small_data, trained_state)
+    with authorized(TestClient(create_app(context)), context) as client:
+        yield client
+    context.close()
+
+
+def test_large_bodies_answer_as_small_ones_do(offloading_client, small_data):
+    images = small_data.test_images[:40, 0].numpy().tolist()
+    large = offloading_client.post("/predict", json={"instances": images})
+    small = [offloading_client.post("/predict", json={"instances": images[i:i + 4]})
+             for i in range(0, 40, 4)]
+    assert large.status_code == 200, large.text
+    assert [p["label"] for p in large.json()["predictions"]] == \
+        [p["label"] for r in small for p in r.json()["predictions"]]
+    images[7][3][3] = "0.5"
+    refused = offloading_client.post("/predict", json={"instances": images})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "instances[7]"
+    images[7][3][3] = 0.5
+    unknown = offloading_client.post("/predict", json={"instances": images, "colour": 1})
+    assert unknown.status_code == 422 and unknown.json()["error"]["field"] == "colour"
+    v2 = offloading_client.post("/v2/models/mnist-cnn/infer", json={"inputs": [{
+        "name": "image", "shape": [40, 1, 28, 28], "datatype": "FP32",
+        "data": small_data.test_images[:40].flatten().tolist()}]})
+    assert v2.status_code == 200, v2.text
+    assert v2.json()["outputs"][1]["data"] == [p["label"] for p in large.json()["predictions"]]
+
+
+def test_other_requests_are_answered_while_a_large_body_is_parsed(
+        offloading_client, small_data, tmp_path, monkeypatch):
+    """The parse waits at a gate that the test opens only after another request was
+    answered: with the parse on the event loop (or holding the GIL in a thread) that
+    request could not be answered, and the parse would give up waiting."""
+    gate_dir = tmp_path / "gate"
+    gate_dir.mkdir()
+    monkeypatch.setattr(prediction_routes, "parse_predict_body",
+                        functools.partial(gated_parse, str(gate_dir)))
+    images = small_data.test_images[:20, 0].numpy().tolist()
+    answers = {}
+    thread = threading.Thread(target=lambda: answers.update(large=offloading_client.post(
+        "/predict", json={"instances": images})))
+    thread.start()
+    deadline = time.monotonic() + GATE_WAIT_S
+    while not (gate_dir / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (gate_dir / "started").exists()
+    assert offloading_client.get("/healthz").status_code == 200
+    assert offloading_client.get("/models").status_code == 200  # key check, database
+    (gate_dir / "gate").touch()
+    thread.join()
+    assert (gate_dir / "outcome").read_text() == "released"
+    assert answers["large"].status_code == 200
+    assert len(answers["large"].json()["predictions"]) == 20
