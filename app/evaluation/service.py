@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from cachetools import LRUCache
 from torch import nn
 
 from app.evaluation.features import FeatureCache
@@ -47,8 +47,8 @@ class Evaluator:
         self.feature_cache = feature_cache
         self.device = device
         self.capacity = capacity
-        self._outcomes: OrderedDict[tuple[str, str], ModelOutcomes] = OrderedDict()
-        self._lock = threading.Lock()
+        self._outcomes: LRUCache[tuple[str, str], ModelOutcomes] = LRUCache(maxsize=capacity)
+        self._lock = threading.Lock()  # LRUCache is not thread-safe
 
     @torch.inference_mode()
     def outcomes(self, model: nn.Module, backbone_sha256: str, data: ImageData,
@@ -56,9 +56,9 @@ class Evaluator:
         key = (artifact_sha256, data.checksum) if artifact_sha256 else None
         if key is not None:
             with self._lock:
-                if key in self._outcomes:
-                    self._outcomes.move_to_end(key)
-                    return self._outcomes[key]
+                cached = self._outcomes.get(key)  # a hit counts as a use
+            if cached is not None:
+                return cached
         if isinstance(model, ImageClassifier):
             features = self.feature_cache.get(backbone_sha256, model, data, self.device)
             output_layer = model.output_layer
@@ -78,8 +78,6 @@ class Evaluator:
         if key is not None:
             with self._lock:
                 self._outcomes[key] = result
-                while len(self._outcomes) > self.capacity:
-                    self._outcomes.popitem(last=False)
         return result
 
     def _forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:

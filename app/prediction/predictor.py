@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import OrderedDict
 
 import numpy as np
+from cachetools import LRUCache
 
 from app.audit.service import record_artifact_failure
 from app.core.context import ServiceContext
@@ -26,8 +26,9 @@ class Predictor:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
         settings = ctx.settings
-        self._versions: OrderedDict[tuple[str, int], ModelVersion] = OrderedDict()
-        self._lock = threading.Lock()
+        self._versions: LRUCache[tuple[str, int], ModelVersion] = LRUCache(
+            maxsize=VERSION_ROWS_KEPT)
+        self._lock = threading.Lock()  # LRUCache is not thread-safe
         self.batcher: DynamicBatcher | None = None
         if settings.predict_batching:
             self.batcher = DynamicBatcher(
@@ -71,8 +72,6 @@ class Predictor:
             row = get_version(session, name, number, field)
         with self._lock:
             self._versions[(name, number)] = row
-            while len(self._versions) > VERSION_ROWS_KEPT:
-                self._versions.popitem(last=False)
         return row
 
     async def probabilities(self, version: ModelVersion, model: object,
