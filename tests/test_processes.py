@@ -108,6 +108,12 @@ def first_worker_mid_request(tmp_path, url, feature_cache_dir, small_data, train
     return ctx, request.id, worker, victim
 
 
+def second_worker(ctx, tmp_path, log_name: str):
+    """The worker that takes the request over (fast: no test delay to speak of)."""
+    return start_worker(ctx.settings, tmp_path / log_name, **FAST_RECOVERY,
+                        test_execution_delay_s=0.5)
+
+
 def finished_elsewhere(ctx, request_id, victim, what: str) -> ForgetRequest:
     """Wait for the request to finish; it must have completed on its second attempt, not
     under the first worker's execution."""
@@ -141,8 +147,7 @@ def test_killed_worker_request_completes_exactly_once_on_another(
     try:
         # The second worker starts (and warms up) while the first is busy, then the first
         # dies without a word.
-        second = start_worker(ctx.settings, tmp_path / "worker-2.log", **FAST_RECOVERY,
-                              test_execution_delay_s=0.5)
+        second = second_worker(ctx, tmp_path, "worker-2.log")
         first.kill()
         finished_elsewhere(ctx, request_id, victim,
                            "the request to finish on the second worker")
@@ -165,8 +170,7 @@ def test_stalled_worker_request_is_retried_and_the_resumed_one_publishes_nothing
     other = None
     try:
         stalled.stop()  # SIGSTOP: no heartbeat, no progress, no exit
-        other = start_worker(ctx.settings, tmp_path / "worker-other.log", **FAST_RECOVERY,
-                             test_execution_delay_s=0.5)
+        other = second_worker(ctx, tmp_path, "worker-other.log")
         done = finished_elsewhere(ctx, request_id, victim,
                                   "the request to finish on the other worker")
 
