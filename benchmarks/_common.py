@@ -15,9 +15,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+
 from app.core.config import load_settings  # noqa: E402
 from app.core.context import ServiceContext, build_context  # noqa: E402
 from app.db.migrations import upgrade  # noqa: E402
+from app.forgetting.execution import claim_next, execute_request  # noqa: E402
+from app.forgetting.models import ForgetRequest  # noqa: E402
+from app.forgetting.schemas import ForgetRequestCreate  # noqa: E402
+from app.forgetting.service import file_request  # noqa: E402
 from app.registry.registration import ensure_base_version  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("UNLEARN_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -164,3 +170,42 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def scenario_target(name: str, data, seed: int) -> dict:
+    """The forget set of a method-comparison scenario: a whole class, a tenth of one
+    class's images, or 600 random training images (seeded)."""
+    rng = np.random.default_rng(seed)
+    if name == "class":
+        return {"classes": [2], "sample_ids": []}
+    if name == "class_subset":
+        ids = data.train_ids[data.train_labels == 2].numpy()
+        pick = rng.choice(len(ids), size=len(ids) // 10, replace=False)
+        return {"classes": [], "sample_ids": sorted(ids[pick].tolist())}
+    if name == "random600":
+        pick = rng.choice(data.num_train, size=min(600, data.num_train // 10), replace=False)
+        return {"classes": [], "sample_ids": sorted(data.train_ids[pick].tolist())}
+    raise ValueError(name)
+
+
+def run_request(ctx: ServiceContext, *, version: int, target: dict, method: str,
+                params: dict) -> tuple[ForgetRequest, float]:
+    """One forget request the service's own way (filing, claim, execution with full
+    metrics and verification, publication); returns the finished request (detached) and
+    the wall time of filing + execution."""
+    body = ForgetRequestCreate(model_version=version, method=method, params=params,
+                               requested_by="benchmark", subject_reference="bench", **target)
+    start = time.perf_counter()
+    with ctx.db.session() as session:
+        request_id = file_request(session, ctx.model_name, body, "benchmark",
+                                  ctx.settings.max_sample_ids, settings=ctx.settings,
+                                  data=ctx.model_data(ctx.model_name)).id
+    assert claim_next(ctx, "bench") == request_id
+    execute_request(ctx, request_id, "bench")
+    elapsed = time.perf_counter() - start
+    with ctx.db.session() as session:
+        request = session.get(ForgetRequest, request_id)
+        if request.status not in ("completed", "unverified"):
+            raise RuntimeError(f"{method} failed: {request.error}")
+        session.expunge(request)
+        return request, elapsed

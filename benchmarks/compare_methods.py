@@ -29,19 +29,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import run_request, scenario_target  # noqa: E402
 from app.core.config import load_settings  # noqa: E402
 from app.core.context import build_context  # noqa: E402
 from app.db.migrations import upgrade  # noqa: E402
-from app.forgetting.execution import claim_next, execute_request  # noqa: E402
-from app.forgetting.models import ForgetRequest  # noqa: E402
-from app.forgetting.schemas import ForgetRequestCreate  # noqa: E402
-from app.forgetting.service import file_request  # noqa: E402
 from app.ml.data import load_mnist  # noqa: E402
 from app.ml.sisa import SisaRecipe, train_sisa  # noqa: E402
 from app.registry.registration import ensure_base_version, register_trained_model  # noqa: E402
@@ -62,20 +58,6 @@ FIGURES = (  # (key, label, source in the request's "after" metrics)
 NOT_IN_GAP = {"mia_entropy"}
 
 
-def scenario_target(name: str, data, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    if name == "class":
-        return {"classes": [2], "sample_ids": []}
-    if name == "class_subset":
-        ids = data.train_ids[data.train_labels == 2].numpy()
-        pick = rng.choice(len(ids), size=len(ids) // 10, replace=False)
-        return {"classes": [], "sample_ids": sorted(ids[pick].tolist())}
-    if name == "random600":
-        pick = rng.choice(data.num_train, size=min(600, data.num_train // 10), replace=False)
-        return {"classes": [], "sample_ids": sorted(data.train_ids[pick].tolist())}
-    raise ValueError(name)
-
-
 def method_params(method: str, seed: int) -> dict:
     return {
         "output_dampening": {"alpha": 0.01},
@@ -85,25 +67,6 @@ def method_params(method: str, seed: int) -> dict:
         "retrain": {"seed": seed},
         "sisa": {},
     }[method]
-
-
-def run_request(ctx, version: int, target: dict, method: str, params: dict) -> tuple[dict, float]:
-    body = ForgetRequestCreate(model_version=version, method=method, params=params,
-                               requested_by="benchmark", subject_reference="bench", **target)
-    start = time.perf_counter()
-    with ctx.db.session() as session:
-        request_id = file_request(session, ctx.model_name, body, "benchmark",
-                                  ctx.settings.max_sample_ids,
-                                  data=ctx.model_data(ctx.model_name)).id
-    claimed = claim_next(ctx, "bench")
-    assert claimed == request_id
-    execute_request(ctx, request_id, "bench")
-    elapsed = time.perf_counter() - start
-    with ctx.db.session() as session:
-        request = session.get(ForgetRequest, request_id)
-        if request.status not in ("completed", "unverified"):
-            raise RuntimeError(f"{method} failed: {request.error}")
-        return {"before": request.metrics["before"], "after": request.metrics["after"]}, elapsed
 
 
 def figure(metrics: dict, path: tuple[str, str]) -> float | None:
@@ -173,8 +136,10 @@ def measure(args, results_path: Path) -> None:
                 if method == "output_dampening" and target["sample_ids"]:
                     continue  # forgets classes only
                 version = sisa_version if method == "sisa" else base.version
-                metrics, elapsed = run_request(ctx, version, target, method,
-                                               method_params(method, seed))
+                request, elapsed = run_request(ctx, version=version, target=target,
+                                               method=method,
+                                               params=method_params(method, seed))
+                metrics = request.metrics
                 run = {"seed": seed, "scenario": scenario, "method": method,
                        "wall_s": elapsed, "load_average": os.getloadavg()[0],
                        "before_test_retain_acc": figure(metrics["before"],

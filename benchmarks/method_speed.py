@@ -17,8 +17,8 @@ import argparse
 import statistics
 import time
 
-from _common import fresh_context, write_result
-from compare_methods import method_params, run_request
+from _common import fresh_context, run_request, write_result
+from compare_methods import method_params
 
 from app.ml.device import describe_device
 from app.ml.sisa import SisaRecipe, train_sisa
@@ -61,7 +61,8 @@ def main() -> None:
             params = method_params(method, seed=repeat)
             if method == "fisher" and args.fisher_samples:
                 params["fisher_samples"] = args.fisher_samples
-            _, elapsed = run_request(ctx, versions[method], target, method, params)
+            _, elapsed = run_request(ctx, version=versions[method], target=target,
+                                     method=method, params=params)
             timings[method].append(elapsed)
             print(f"{method}: {elapsed:.3f} s", flush=True)
     retrain = timings.get("retrain", [None])[0]

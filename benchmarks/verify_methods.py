@@ -38,13 +38,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import DATA_DIR, RESULTS  # noqa: E402
+from benchmarks._common import DATA_DIR, RESULTS, run_request, scenario_target  # noqa: E402
 from app.core.config import load_settings  # noqa: E402
 from app.core.context import build_context  # noqa: E402
 from app.db.migrations import upgrade  # noqa: E402
@@ -52,28 +51,13 @@ from app.ml.data import load_mnist  # noqa: E402
 from app.architectures.mnist_cnn import NAME as ARCHITECTURE  # noqa: E402
 from app.ml.training import TrainingRecipe, train_model  # noqa: E402
 from app.registry.registration import register_trained_model  # noqa: E402
-from app.forgetting.execution import claim_next, execute_request  # noqa: E402
 from app.forgetting.models import ForgetRequest  # noqa: E402
-from app.forgetting.schemas import ForgetRequestCreate  # noqa: E402
-from app.forgetting.service import file_request  # noqa: E402
 from app.verification.service import train_shadow_bank  # noqa: E402
 
 SCENARIOS = ("class", "class_subset", "random600")
 METHODS = ("retrain", "output_dampening", "ssd", "fisher")
 GAP_FIGURES = ("forget_acc", "retain_acc", "test_forget_acc", "test_retain_acc", "lira_auc",
                "loss_auc")
-
-
-def scenario_target(name: str, data, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    if name == "class":
-        return {"classes": [2], "sample_ids": []}
-    if name == "class_subset":
-        ids = data.train_ids[data.train_labels == 2].numpy()
-        pick = rng.choice(len(ids), size=len(ids) // 10, replace=False)
-        return {"classes": [], "sample_ids": sorted(ids[pick].tolist())}
-    pick = rng.choice(data.num_train, size=min(600, data.num_train // 10), replace=False)
-    return {"classes": [], "sample_ids": sorted(data.train_ids[pick].tolist())}
 
 
 def method_params(method: str, seed: int, importance_samples: int | None,
@@ -85,26 +69,6 @@ def method_params(method: str, seed: int, importance_samples: int | None,
         "fisher": {"seed": seed, "fisher_samples": fisher_samples},
         "retrain": {"seed": seed},
     }[method]
-
-
-def run_request(ctx, version: int, target: dict, method: str, params: dict
-                ) -> tuple[ForgetRequest, float]:
-    body = ForgetRequestCreate(model_version=version, method=method, params=params,
-                               requested_by="benchmark", subject_reference="bench", **target)
-    start = time.perf_counter()
-    with ctx.db.session() as session:
-        request_id = file_request(session, ctx.model_name, body, "benchmark",
-                                  ctx.settings.max_sample_ids, settings=ctx.settings,
-                                  data=ctx.model_data(ctx.model_name)).id
-    assert claim_next(ctx, "bench") == request_id
-    execute_request(ctx, request_id, "bench")
-    elapsed = time.perf_counter() - start
-    with ctx.db.session() as session:
-        request = session.get(ForgetRequest, request_id)
-        if request.status not in ("completed", "unverified"):
-            raise RuntimeError(f"{method} failed: {request.error}")
-        session.expunge(request)
-        return request, elapsed
 
 
 def _get(section: dict | None, *path):
@@ -189,8 +153,9 @@ def measure(args, results_path: Path) -> None:
                 if method == "output_dampening" and target["sample_ids"]:
                     continue  # forgets classes only
                 request, elapsed = run_request(
-                    ctx, base.version, target, method,
-                    method_params(method, seed, args.importance_samples, args.fisher_samples))
+                    ctx, version=base.version, target=target, method=method,
+                    params=method_params(method, seed, args.importance_samples,
+                                         args.fisher_samples))
                 run = {"seed": seed, "scenario": scenario, "method": method, "wall_s": elapsed,
                        "load_average": os.getloadavg()[0], **figures_of(request)}
                 results["runs"].append(run)

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from app.audit.chain import entry_hash
 from app.audit.checkpoints import (
@@ -21,21 +21,15 @@ from app.audit.checkpoints import (
 from app.audit.models import AuditEntry
 from app.audit.service import AuditAction, chain_head, entry_record, record, verify_chain
 from app.certificates.signing import load_or_create_signer
+from tests.audit_chain import append_entries, migrated_database, tamper
 from tests.conftest import api_key, forget_body
 
 
 @pytest.fixture
 def audit(database_url, tmp_path):
     """A migrated database with six entries, the service key, and a checkpoint file."""
-    from app.db.migrations import upgrade
-    from app.db.session import Database
-
-    upgrade(database_url)
-    db = Database(database_url)
-    for index in range(6):
-        with db.session() as session:
-            record(session, AuditAction.version_promoted, "tester", model_name="mnist-cnn",
-                   model_version=1, details={"index": index})
+    db = migrated_database(database_url)
+    append_entries(db, 6)
     yield SimpleNamespace(db=db, signer=load_or_create_signer(tmp_path / "key.pem"),
                           store=LocalCheckpointStore(tmp_path / "checkpoints.jsonl"))
     db.dispose()
@@ -48,18 +42,6 @@ def _check(audit):
                                          audit.signer.public_key))
 
 
-def _raw(audit, *statements: str, **params) -> None:
-    """What the database's owner can do: switch the triggers off and change anything."""
-    with audit.db.engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
-        else:
-            connection.execute(text("DROP TRIGGER IF EXISTS audit_log_no_update"))
-            connection.execute(text("DROP TRIGGER IF EXISTS audit_log_no_delete"))
-        for statement in statements:
-            connection.execute(text(statement), params)
-
-
 def _records(audit) -> list[dict]:
     with audit.db.session() as session:
         return [entry_record(row) for row in
@@ -67,11 +49,11 @@ def _records(audit) -> list[dict]:
 
 
 def _move_head(audit, seq: int, digest: str) -> None:
-    _raw(audit, "UPDATE audit_chain_head SET seq = :s, head_hash = :h", s=seq, h=digest)
+    tamper(audit.db, "UPDATE audit_chain_head SET seq = :s, head_hash = :h", s=seq, h=digest)
 
 
 def _insert(audit, entry: dict) -> None:
-    _raw(audit, "INSERT INTO audit_log (created_at, actor, action, subject_reference, "
+    tamper(audit.db, "INSERT INTO audit_log (created_at, actor, action, subject_reference, "
                 "forget_request_id, model_name, model_version, details, seq, prev_hash, "
                 "entry_hash) VALUES (:created_at, :actor, :action, :subject_reference, "
                 ":forget_request_id, :model_name, :model_version, :details, :seq, "
@@ -95,7 +77,7 @@ def test_an_untouched_chain_agrees_with_its_checkpoint(audit):
 def test_deleting_the_tail_and_moving_the_head_back_is_a_missing_tail(audit):
     write_checkpoint(audit.db, audit.signer, audit.store)
     records = _records(audit)
-    _raw(audit, "DELETE FROM audit_log WHERE seq > 4")
+    tamper(audit.db, "DELETE FROM audit_log WHERE seq > 4")
     _move_head(audit, 4, records[3]["entry_hash"])
     chain, check = _check(audit)
     assert chain.intact  # the chain alone cannot tell
@@ -111,7 +93,7 @@ def test_rewriting_from_the_middle_and_rehashing_everything_after_is_a_rewrite(a
             row["actor"] = "mallory"
         row["prev_hash"] = previous
         row["entry_hash"] = previous = entry_hash(previous, row)
-        _raw(audit, "UPDATE audit_log SET actor = :a, prev_hash = :p, entry_hash = :h "
+        tamper(audit.db, "UPDATE audit_log SET actor = :a, prev_hash = :p, entry_hash = :h "
                     "WHERE seq = :s", a=row["actor"], p=row["prev_hash"],
              h=row["entry_hash"], s=row["seq"])
     _move_head(audit, 6, previous)
@@ -195,7 +177,7 @@ def test_certificates_checkpoint_their_head_and_verify_reports_the_finding(
 
         with ctx.db.session() as session:
             keep = session.scalar(select(AuditEntry).where(AuditEntry.seq == head["seq"] - 1))
-        _raw(SimpleNamespace(db=ctx.db), f"DELETE FROM audit_log WHERE seq >= {head['seq']}")
+        tamper(ctx.db, f"DELETE FROM audit_log WHERE seq >= {head['seq']}")
         _move_head(SimpleNamespace(db=ctx.db), keep.seq, keep.entry_hash)
         broken = client.get("/audit-log/verify").json()
         assert broken["intact"] is False

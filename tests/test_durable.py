@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from app.audit.models import AuditEntry
-from app.forgetting import execution, jobs
+from app.forgetting import execution, jobs, pipeline
 from app.forgetting.models import ForgetRequest
 from app.forgetting.schemas import ForgetRequestCreate
 from app.forgetting.service import file_request, submit_request
@@ -152,14 +152,14 @@ def test_publication_is_conditional_on_still_holding_the_request(make_durable_ct
     ctx = make_durable_ctx()
     request_id = file(ctx)
     execution.begin(ctx, request_id, "worker-a")
-    original = execution._publish_once
+    original = pipeline._publish_once
 
     def taken_just_before(ctx_, request_id_, *args, **kwargs):
         execution.requeue_orphans(ctx, "worker:recovery")
         execution.begin(ctx, request_id, "worker-b")
         return original(ctx_, request_id_, *args, **kwargs)
 
-    monkeypatch.setattr(execution, "_publish_once", taken_just_before)
+    monkeypatch.setattr(pipeline, "_publish_once", taken_just_before)
     assert execution.execute_request(ctx, request_id, "worker-a") == execution.LOST
     assert versions_of(ctx, request_id) == []
     assert_store_matches_registry(ctx)

@@ -86,66 +86,93 @@ def running_with_progress(ctx, request_id):
     return row if row.status == "running" and row.progress > 0 else None
 
 
-@pytest.mark.slow
-def test_killed_worker_request_completes_exactly_once_on_another(
-        tmp_path, postgres_url, feature_cache_dir, small_data, trained_state):
-    ctx = prepared(tmp_path, postgres_url, feature_cache_dir, small_data, trained_state)
+FINISHED = ("completed", "unverified", "failed")
+
+
+def first_worker_mid_request(tmp_path, url, feature_cache_dir, small_data, trained_state, *,
+                             log_name: str, delay_s: float):
+    """A request filed and taken by a first worker slowed down by ``delay_s``, caught
+    mid-request: returns (ctx, request ID, the worker process, the request as it ran)."""
+    ctx = prepared(tmp_path, url, feature_cache_dir, small_data, trained_state)
     request, _ = submit_request(ctx.db, ctx.model_name, ForgetRequestCreate(**forget_body()),
                                 "test", ctx.settings.max_sample_ids, settings=ctx.settings,
                                 data=ctx.model_data(ctx.model_name))
-    first = start_worker(ctx.settings, tmp_path / "worker-1.log", **FAST_RECOVERY,
-                         test_execution_delay_s=60)
-    second = None
+    worker = start_worker(ctx.settings, tmp_path / log_name, **FAST_RECOVERY,
+                          test_execution_delay_s=delay_s)
     try:
         victim = wait_for(lambda: running_with_progress(ctx, request.id), 120,
                           "the first worker to be mid-request")
-        # The second worker starts (and warms up) while the first is busy, then the first
-        # dies without a word.
-        second = start_worker(ctx.settings, tmp_path / "worker-2.log", **FAST_RECOVERY,
-                              test_execution_delay_s=0.5)
-        first.kill()
-        done = wait_for(lambda: (row := load(ctx, request.id)).status in ("completed", "unverified", "failed")
-                        and row, 120, "the request to finish on the second worker")
-        assert done.status == "completed", done.error
-        assert done.attempts == 2
-        assert done.worker_id != victim.worker_id
-        assert second.terminate() == 0  # graceful stop on SIGTERM
-    finally:
-        first.close()
-        if second is not None:
-            second.close()
+    except BaseException:
+        worker.close()
+        raise
+    return ctx, request.id, worker, victim
 
-    trail = audit_actions(ctx, request.id)
+
+def second_worker(ctx, tmp_path, log_name: str):
+    """The worker that takes the request over (fast: no test delay to speak of)."""
+    return start_worker(ctx.settings, tmp_path / log_name, **FAST_RECOVERY,
+                        test_execution_delay_s=0.5)
+
+
+def finished_elsewhere(ctx, request_id, victim, what: str) -> ForgetRequest:
+    """Wait for the request to finish; it must have completed on its second attempt, not
+    under the first worker's execution."""
+    done = wait_for(lambda: (row := load(ctx, request_id)).status in FINISHED and row, 120,
+                    what)
+    assert done.status == "completed", done.error
+    assert done.attempts == 2 and done.worker_id != victim.worker_id
+    return done
+
+
+def assert_retried_once(ctx, request_id, victim) -> None:
+    """The audit trail of a first attempt lost and a second completed, and exactly one
+    version published for the request."""
+    trail = audit_actions(ctx, request_id)
     assert [action for action, _ in trail] == [
         "forget_request.received", "forget_request.started", "forget_request.requeued",
         "forget_request.started", "forget_request.completed",
     ]
     assert trail[1][1] == f"worker:{victim.worker_id}"
     versions = assert_no_orphans_or_partial_files(ctx)
-    assert [v.forget_request_id for v in versions] == [None, request.id]  # exactly once
+    assert [v.forget_request_id for v in versions] == [None, request_id]  # exactly once
+
+
+@pytest.mark.slow
+def test_killed_worker_request_completes_exactly_once_on_another(
+        tmp_path, postgres_url, feature_cache_dir, small_data, trained_state):
+    ctx, request_id, first, victim = first_worker_mid_request(
+        tmp_path, postgres_url, feature_cache_dir, small_data, trained_state,
+        log_name="worker-1.log", delay_s=60)
+    second = None
+    try:
+        # The second worker starts (and warms up) while the first is busy, then the first
+        # dies without a word.
+        second = second_worker(ctx, tmp_path, "worker-2.log")
+        first.kill()
+        finished_elsewhere(ctx, request_id, victim,
+                           "the request to finish on the second worker")
+        assert second.terminate() == 0  # graceful stop on SIGTERM
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+    assert_retried_once(ctx, request_id, victim)
     ctx.close()
 
 
 @pytest.mark.slow
 def test_stalled_worker_request_is_retried_and_the_resumed_one_publishes_nothing(
         tmp_path, postgres_url, feature_cache_dir, small_data, trained_state):
-    ctx = prepared(tmp_path, postgres_url, feature_cache_dir, small_data, trained_state)
-    request, _ = submit_request(ctx.db, ctx.model_name, ForgetRequestCreate(**forget_body()),
-                                "test", ctx.settings.max_sample_ids, settings=ctx.settings,
-                                data=ctx.model_data(ctx.model_name))
-    stalled = start_worker(ctx.settings, tmp_path / "worker-stalled.log", **FAST_RECOVERY,
-                           test_execution_delay_s=10)
+    ctx, request_id, stalled, victim = first_worker_mid_request(
+        tmp_path, postgres_url, feature_cache_dir, small_data, trained_state,
+        log_name="worker-stalled.log", delay_s=10)
     other = None
     try:
-        victim = wait_for(lambda: running_with_progress(ctx, request.id), 120,
-                          "the first worker to be mid-request")
         stalled.stop()  # SIGSTOP: no heartbeat, no progress, no exit
-        other = start_worker(ctx.settings, tmp_path / "worker-other.log", **FAST_RECOVERY,
-                             test_execution_delay_s=0.5)
-        done = wait_for(lambda: (row := load(ctx, request.id)).status in ("completed", "unverified", "failed")
-                        and row, 120, "the request to finish on the other worker")
-        assert done.status == "completed", done.error
-        assert done.attempts == 2 and done.worker_id != victim.worker_id
+        other = second_worker(ctx, tmp_path, "worker-other.log")
+        done = finished_elsewhere(ctx, request_id, victim,
+                                  "the request to finish on the other worker")
 
         stalled.resume()  # it carries on from where it froze ...
         wait_for(lambda: "publishes nothing" in stalled.log(), 60,
@@ -156,16 +183,9 @@ def test_stalled_worker_request_is_retried_and_the_resumed_one_publishes_nothing
         if other is not None:
             other.close()
 
-    assert f"request {request.id} is no longer held by {victim.worker_id}" in stalled.log()
-    trail = audit_actions(ctx, request.id)
-    assert [action for action, _ in trail] == [
-        "forget_request.received", "forget_request.started", "forget_request.requeued",
-        "forget_request.started", "forget_request.completed",
-    ]
-    assert trail[1][1] == f"worker:{victim.worker_id}"
-    versions = assert_no_orphans_or_partial_files(ctx)  # ... and publishes nothing
-    assert [v.forget_request_id for v in versions] == [None, request.id]
-    final = load(ctx, request.id)
+    assert f"request {request_id} is no longer held by {victim.worker_id}" in stalled.log()
+    assert_retried_once(ctx, request_id, victim)  # ... and the resumed one published nothing
+    final = load(ctx, request_id)
     assert (final.worker_id, final.result_version) == (done.worker_id, 2)
     ctx.close()
 
@@ -195,7 +215,7 @@ def test_killed_api_with_embedded_worker_completes_after_restart(
         def finished():
             body = httpx.get(f"{restarted.url}/forget-requests/{request_id}", timeout=5,
                              headers=auth).json()
-            return body if body["status"] in ("completed", "unverified", "failed") else None
+            return body if body["status"] in FINISHED else None
 
         body = wait_for(finished, 60, "the request to complete after the restart", 0.2)
         assert body["status"] == "completed", body["error"]
@@ -249,7 +269,7 @@ def test_three_workers_two_apis_thirty_requests_on_postgresql(
         def all_finished():
             with ctx.db.session() as session:
                 rows = list(session.scalars(select(ForgetRequest)))
-            return rows if all(r.status in ("completed", "unverified", "failed") for r in rows) else None
+            return rows if all(r.status in FINISHED for r in rows) else None
 
         rows = wait_for(all_finished, 180, "thirty requests to finish", 0.3)
         for worker in workers:

@@ -16,6 +16,7 @@ from app.audit.chain import entry_hash, verify_records
 from app.audit.models import AuditEntry
 from app.audit.service import AuditAction, chain_head, entry_record, record, verify_chain
 from app.main import create_app
+from tests.audit_chain import append_entries, migrated_database, tamper
 from tests.conftest import api_key
 
 
@@ -24,11 +25,7 @@ def chain_db(database_url):
     """Just a migrated database (SQLite and PostgreSQL): the chain needs nothing else."""
     from types import SimpleNamespace
 
-    from app.db.migrations import upgrade
-    from app.db.session import Database
-
-    upgrade(database_url)
-    database = Database(database_url)
+    database = migrated_database(database_url)
     with database.session() as session:
         record(session, AuditAction.model_registered, "test", model_name="mnist-cnn",
                model_version=1, details={"artifact_sha256": "0" * 64})
@@ -36,28 +33,9 @@ def chain_db(database_url):
     database.dispose()
 
 
-def _append(ctx, count: int, actor: str = "tester") -> None:
-    for index in range(count):
-        with ctx.db.session() as session:
-            record(session, AuditAction.version_promoted, actor, model_name="mnist-cnn",
-                   model_version=1, details={"index": index, "score": 0.1 * index})
-
-
 def _verify(ctx, anchor=None):
     with ctx.db.session() as session:
         return verify_chain(session, anchor)
-
-
-def _raw(ctx, *statements: str, **params) -> None:
-    """Change the table behind the service's back, as someone with database access could."""
-    with ctx.db.engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
-        else:
-            connection.execute(text("DROP TRIGGER IF EXISTS audit_log_no_update"))
-            connection.execute(text("DROP TRIGGER IF EXISTS audit_log_no_delete"))
-        for statement in statements:
-            connection.execute(text(statement), params)
 
 
 def _id_of(ctx, seq: int) -> int:
@@ -66,7 +44,7 @@ def _id_of(ctx, seq: int) -> int:
 
 
 def test_the_database_refuses_update_and_delete(chain_db):
-    _append(chain_db, 2)
+    append_entries(chain_db.db, 2)
     for statement in ("UPDATE audit_log SET actor = 'mallory' WHERE seq = 1",
                       "DELETE FROM audit_log WHERE seq = 1"):
         with pytest.raises(Exception, match="append-only"):
@@ -76,7 +54,7 @@ def test_the_database_refuses_update_and_delete(chain_db):
 
 
 def test_intact_chain_reports_head_and_count(chain_db):
-    _append(chain_db, 5)
+    append_entries(chain_db.db, 5)
     result = _verify(chain_db)
     with chain_db.db.session() as session:
         head = chain_head(session)
@@ -88,7 +66,7 @@ def test_intact_chain_reports_head_and_count(chain_db):
 
 
 def test_wrong_anchor_reports_the_real_head_and_the_mismatch_apart(chain_db):
-    _append(chain_db, 5)
+    append_entries(chain_db.db, 5)
     with chain_db.db.session() as session:
         head = chain_head(session)
     for anchor in (type(head)(3, "0" * 64), type(head)(head.seq + 10, "0" * 64)):
@@ -102,7 +80,7 @@ def test_wrong_anchor_reports_the_real_head_and_the_mismatch_apart(chain_db):
 
 
 def _change(ctx):
-    _raw(ctx, "UPDATE audit_log SET actor = 'mallory' WHERE seq = 3")
+    tamper(ctx.db, "UPDATE audit_log SET actor = 'mallory' WHERE seq = 3")
     return 3, "changed"
 
 
@@ -111,25 +89,25 @@ def _rewrite_with_own_hash(ctx):
     with ctx.db.session() as session:
         row = entry_record(session.scalar(select(AuditEntry).where(AuditEntry.seq == 3)))
     row["actor"] = "mallory"
-    _raw(ctx, "UPDATE audit_log SET actor = 'mallory', entry_hash = :h WHERE seq = 3",
+    tamper(ctx.db, "UPDATE audit_log SET actor = 'mallory', entry_hash = :h WHERE seq = 3",
          h=entry_hash(row["prev_hash"], row))
     return 4, "prev_hash"
 
 
 def _delete(ctx):
-    _raw(ctx, "DELETE FROM audit_log WHERE seq = 3")
+    tamper(ctx.db, "DELETE FROM audit_log WHERE seq = 3")
     return 4, "entry 3 is missing"
 
 
 def _delete_last(ctx):
     with ctx.db.session() as session:
         last = chain_head(session).seq
-    _raw(ctx, f"DELETE FROM audit_log WHERE seq = {last}")
+    tamper(ctx.db, f"DELETE FROM audit_log WHERE seq = {last}")
     return last, "deleted"
 
 
 def _reorder(ctx):
-    _raw(ctx, "UPDATE audit_log SET seq = -1 WHERE seq = 3",
+    tamper(ctx.db, "UPDATE audit_log SET seq = -1 WHERE seq = 3",
          "UPDATE audit_log SET seq = 3 WHERE seq = 4",
          "UPDATE audit_log SET seq = 4 WHERE seq = -1")
     return 3, "prev_hash"
@@ -142,7 +120,7 @@ def _insert_forged(ctx):
         template = entry_record(session.scalar(select(AuditEntry).where(AuditEntry.seq == 2)))
     forged = {**template, "seq": head.seq + 1, "actor": "mallory", "prev_hash": head.hash}
     forged["entry_hash"] = entry_hash(head.hash, forged)
-    _raw(ctx, "INSERT INTO audit_log (created_at, actor, action, subject_reference, "
+    tamper(ctx.db, "INSERT INTO audit_log (created_at, actor, action, subject_reference, "
               "forget_request_id, model_name, model_version, details, seq, prev_hash, "
               "entry_hash) VALUES (:created_at, :actor, :action, :subject_reference, "
               ":forget_request_id, :model_name, :model_version, :details, :seq, :prev_hash, "
@@ -152,20 +130,20 @@ def _insert_forged(ctx):
     return head.seq + 1, "not appended through the service"
 
 
-@pytest.mark.parametrize("tamper", [_change, _rewrite_with_own_hash, _delete, _delete_last,
-                                    _reorder, _insert_forged],
+@pytest.mark.parametrize("tampering", [_change, _rewrite_with_own_hash, _delete, _delete_last,
+                                      _reorder, _insert_forged],
                          ids=["change", "rewrite", "delete", "delete-last", "reorder",
                               "insert-forged"])
-def test_tampering_is_detected_and_names_the_entry(chain_db, tamper):
-    _append(chain_db, 5)
+def test_tampering_is_detected_and_names_the_entry(chain_db, tampering):
+    append_entries(chain_db.db, 5)
     assert _verify(chain_db).intact
     ids_before = {seq: _id_of(chain_db, seq) for seq in range(1, 8)}
-    seq, reason = tamper(chain_db)
+    seq, reason = tampering(chain_db)
     result = _verify(chain_db)
     assert not result.intact
     assert result.broken_seq == seq, result
     assert reason in result.reason, result.reason
-    if tamper in (_change, _rewrite_with_own_hash, _delete):
+    if tampering in (_change, _rewrite_with_own_hash, _delete):
         assert result.broken_id == ids_before[seq]  # the row id is named too
     assert f"entry seq {seq}" in result.describe()
 
@@ -177,7 +155,7 @@ def test_concurrent_appends_form_one_linear_chain(chain_db):
 
     def writer(name: str) -> None:
         try:
-            _append(chain_db, 8, actor=name)
+            append_entries(chain_db.db, 8, actor=name)
         except Exception as error:  # pragma: no cover - reported below
             errors.append(error)
 
@@ -195,7 +173,7 @@ def test_concurrent_appends_form_one_linear_chain(chain_db):
 
 
 def test_verify_and_export_over_http_and_cli(ctx, monkeypatch, tmp_path):
-    _append(ctx, 3, actor="=cmd|' /C calc'!A0")  # a spreadsheet formula as actor
+    append_entries(ctx.db, 3, actor="=cmd|' /C calc'!A0")  # a spreadsheet formula as actor
     auditor = {"Authorization": f"Bearer {api_key(ctx, 'auditor')}"}
     with TestClient(create_app(ctx), headers=auditor) as client:
         verified = client.get("/audit-log/verify").json()
@@ -220,7 +198,7 @@ def test_verify_and_export_over_http_and_cli(ctx, monkeypatch, tmp_path):
 
         assert client.get("/audit-log/export", params={"format": "xml"}).status_code == 422
 
-        _raw(ctx, "UPDATE audit_log SET details = '{}' WHERE seq = 2")
+        tamper(ctx.db, "UPDATE audit_log SET details = '{}' WHERE seq = 2")
         broken = client.get("/audit-log/verify").json()
         assert broken["intact"] is False and broken["broken_seq"] == 2
         assert broken["broken_id"] == _id_of(ctx, 2)

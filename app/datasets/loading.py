@@ -12,13 +12,13 @@ log says.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import orjson
 import torch
+from cachetools import LRUCache
 
 from app.core.errors import UnavailableError
 from app.datasets.checksum import content_checksum
@@ -139,9 +139,9 @@ class DatasetProvider:
     def __init__(self, db, dataset_dir: Path, max_loaded: int = 4):
         self._db = db
         self._dataset_dir = Path(dataset_dir)
-        self._max_loaded = max_loaded
-        self._loaded: OrderedDict[str, tuple[str, ImageData]] = OrderedDict()
-        self._lock = threading.Lock()
+        # name -> (checksum, data)
+        self._loaded: LRUCache[str, tuple[str, ImageData]] = LRUCache(maxsize=max_loaded)
+        self._lock = threading.Lock()  # LRUCache is not thread-safe
         self._loading: dict[str, threading.Lock] = {}
 
     @classmethod
@@ -156,9 +156,8 @@ class DatasetProvider:
         with self._lock:
             # A name's dataset never changes (rows are immutable): no need to ask the
             # database again once it is loaded.
-            entry = self._loaded.get(name)
+            entry = self._loaded.get(name)  # a hit counts as a use
             if entry is not None:
-                self._loaded.move_to_end(name)
                 return entry[1]
         with self._db.session() as session:
             row = get_dataset(session, name)
@@ -185,9 +184,6 @@ class DatasetProvider:
         subset's checksum keeps the registered one as its prefix)."""
         with self._lock:
             self._loaded[name] = (data.checksum, data)
-            self._loaded.move_to_end(name)
-            while len(self._loaded) > self._max_loaded:
-                self._loaded.popitem(last=False)
 
     def evict(self, name: str) -> None:
         with self._lock:
@@ -201,5 +197,4 @@ class DatasetProvider:
         if checksum != row.checksum and not checksum.startswith(row.checksum + ":"):
             del self._loaded[row.name]
             return None
-        self._loaded.move_to_end(row.name)
         return data

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from cachetools import LRUCache
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -46,8 +46,8 @@ class FeatureCache:
     def __init__(self, directory: Path | None, capacity: int = 4):
         self.directory = Path(directory) if directory else None
         self.capacity = capacity
-        self._entries: OrderedDict[str, Features] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries: LRUCache[str, Features] = LRUCache(maxsize=capacity)
+        self._lock = threading.Lock()  # LRUCache is not thread-safe
         self._key_locks: dict[str, threading.Lock] = {}
 
     @staticmethod
@@ -59,20 +59,18 @@ class FeatureCache:
             device: torch.device) -> Features:
         key = self.key(backbone_sha256, data)
         with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key]
+            cached = self._entries.get(key)  # a hit counts as a use
+            if cached is not None:
+                return cached
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         with key_lock:  # one computation per key even when requests race
             with self._lock:
-                if key in self._entries:
-                    return self._entries[key]
+                cached = self._entries.get(key)
+            if cached is not None:
+                return cached
             features = self._load(key) or self._compute(key, model, data, device)
             with self._lock:
                 self._entries[key] = features
-                self._entries.move_to_end(key)
-                while len(self._entries) > self.capacity:
-                    self._entries.popitem(last=False)
             return features
 
     def _path(self, key: str) -> Path | None:

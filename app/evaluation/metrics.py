@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -32,9 +33,37 @@ class Outcomes:
                    loss=F.cross_entropy(logits, labels, reduction="none").numpy(),
                    num_classes=int(logits.shape[1]))
 
+class SetMetrics(TypedDict):
+    """A model's figures on one set of images (JSON-ready: stored and served as is)."""
+
+    count: int
+    accuracy: float
+    loss: float
+    per_class_accuracy: list[float | None]
+    confusion_matrix: list[list[int]]
 
 
-def outcome_metrics(outcomes: Outcomes, mask: np.ndarray | None = None) -> dict | None:
+class VersionMetrics(TypedDict):
+    """What a version row records: its figures on the test split."""
+
+    test: SetMetrics | None
+
+
+class RequestMetrics(TypedDict):
+    """A forget request's figures, before or after: the four named sets (None where a set
+    is empty), the paper's two scores (None where undefined) and the membership-inference
+    figures."""
+
+    forget: SetMetrics | None
+    retain: SetMetrics | None
+    test_forget: SetMetrics | None
+    test_retain: SetMetrics | None
+    forgetting_efficiency: float | None
+    retention_score: float | None
+    membership_inference: dict[str, Any]
+
+
+def outcome_metrics(outcomes: Outcomes, mask: np.ndarray | None = None) -> SetMetrics | None:
     """Accuracy, mean cross-entropy, per-class accuracy and confusion matrix of the images
     selected by ``mask`` (all when None).
 
@@ -62,7 +91,7 @@ def outcome_metrics(outcomes: Outcomes, mask: np.ndarray | None = None) -> dict 
     }
 
 
-def set_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict | None:
+def set_metrics(logits: torch.Tensor, labels: torch.Tensor) -> SetMetrics | None:
     """``outcome_metrics`` straight from logits."""
     return outcome_metrics(Outcomes.from_logits(logits, labels))
 

@@ -4,17 +4,19 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from cachetools import LRUCache
 from torch import nn
 
 from app.evaluation.features import FeatureCache
 from app.evaluation.membership import request_membership, softmax_entropy
 from app.evaluation.metrics import (
     Outcomes,
+    RequestMetrics,
+    VersionMetrics,
     forgetting_efficiency,
     outcome_metrics,
     retention_score,
@@ -45,8 +47,8 @@ class Evaluator:
         self.feature_cache = feature_cache
         self.device = device
         self.capacity = capacity
-        self._outcomes: OrderedDict[tuple[str, str], ModelOutcomes] = OrderedDict()
-        self._lock = threading.Lock()
+        self._outcomes: LRUCache[tuple[str, str], ModelOutcomes] = LRUCache(maxsize=capacity)
+        self._lock = threading.Lock()  # LRUCache is not thread-safe
 
     @torch.inference_mode()
     def outcomes(self, model: nn.Module, backbone_sha256: str, data: ImageData,
@@ -54,9 +56,9 @@ class Evaluator:
         key = (artifact_sha256, data.checksum) if artifact_sha256 else None
         if key is not None:
             with self._lock:
-                if key in self._outcomes:
-                    self._outcomes.move_to_end(key)
-                    return self._outcomes[key]
+                cached = self._outcomes.get(key)  # a hit counts as a use
+            if cached is not None:
+                return cached
         if isinstance(model, ImageClassifier):
             features = self.feature_cache.get(backbone_sha256, model, data, self.device)
             output_layer = model.output_layer
@@ -76,8 +78,6 @@ class Evaluator:
         if key is not None:
             with self._lock:
                 self._outcomes[key] = result
-                while len(self._outcomes) > self.capacity:
-                    self._outcomes.popitem(last=False)
         return result
 
     def _forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -86,33 +86,34 @@ class Evaluator:
                           for i in range(0, images.shape[0], 2048)])
 
     def version_metrics(self, model: nn.Module, backbone_sha256: str, data: ImageData,
-                        artifact_sha256: str | None = None) -> dict:
+                        artifact_sha256: str | None = None) -> VersionMetrics:
         outcomes = self.outcomes(model, backbone_sha256, data, artifact_sha256)
         return {"test": outcome_metrics(outcomes.test)}
 
     def request_metrics(self, model: nn.Module, backbone_sha256: str, data: ImageData,
-                        target: ForgetTarget, artifact_sha256: str | None = None) -> dict:
+                        target: ForgetTarget, artifact_sha256: str | None = None
+                        ) -> RequestMetrics:
         """Accuracy/loss/per-class/confusion on the four named sets, plus the paper's scores."""
         outcomes = self.outcomes(model, backbone_sha256, data, artifact_sha256)
         masks = named_set_masks(data, target)
-        result: dict = {
-            name: outcome_metrics(
-                outcomes.test if name.startswith("test") else outcomes.train, masks[name]
-            )
-            for name in NAMED_SETS
+        forget, retain, test_forget, test_retain = (
+            outcome_metrics(outcomes.test if name.startswith("test") else outcomes.train,
+                            masks[name])
+            for name in NAMED_SETS)
+        return {
+            "forget": forget,
+            "retain": retain,
+            "test_forget": test_forget,
+            "test_retain": test_retain,
+            "forgetting_efficiency": (
+                forgetting_efficiency(forget["accuracy"], forget["loss"]) if forget else None),
+            "retention_score": (
+                retention_score(retain["accuracy"], retain["loss"]) if retain else None),
+            "membership_inference": request_membership(
+                outcomes.train_entropy, outcomes.train.loss, outcomes.test_entropy,
+                outcomes.test.loss, masks["forget"], masks["retain"], masks["test_forget"],
+                bool(target.classes)),
         }
-        forget, retain = result["forget"], result["retain"]
-        result["forgetting_efficiency"] = (
-            forgetting_efficiency(forget["accuracy"], forget["loss"]) if forget else None
-        )
-        result["retention_score"] = (
-            retention_score(retain["accuracy"], retain["loss"]) if retain else None
-        )
-        result["membership_inference"] = request_membership(
-            outcomes.train_entropy, outcomes.train.loss, outcomes.test_entropy,
-            outcomes.test.loss, masks["forget"], masks["retain"], masks["test_forget"],
-            bool(target.classes))
-        return result
 
 
 def named_set_masks(data: ImageData, target: ForgetTarget) -> dict[str, np.ndarray]:

@@ -1,22 +1,21 @@
-"""Carrying out a forget request: take it, run the method phase by phase, measure, publish.
+"""Carrying out a forget request: take it, run the pipeline phase by phase, publish.
 
 The same functions serve both engines: the in-process executor (SQLite) and procrastinate
 jobs (PostgreSQL). The engine only decides *when* a request runs; the request row decides
-*whether* this execution may touch it. Taking a request is a conditional UPDATE (still
-'queued') that stamps a fresh execution ID into ``worker_id``; every later write (progress,
-failure, completion) is conditional on that ID and status 'running'. So an execution that
-was cancelled, or whose request was retried elsewhere after its worker stalled, finds
-zero rows at its next checkpoint and stops, and can never publish: a request yields at
-most one version.
+*whether* this execution may touch it. Taking a request is a transition from 'queued' that
+stamps a fresh execution ID into ``worker_id``; every later write (progress, failure,
+completion) is conditional on that ID and status 'running'. So an execution that was
+cancelled, or whose request was retried elsewhere after its worker stalled, finds zero
+rows at its next checkpoint and stops, and can never publish: a request yields at most one
+version.
 
-Publication is one transaction: the artifact is already durable under a unique name, and
-the version row, the request's completion and the audit entry commit together. On any
-failure the request is marked failed with the reason, and the artifact is removed.
+The steps themselves (measure, forget, measure, store, publish) are ``pipeline``'s; every
+status change goes through ``transitions.transition``. On any failure the request is
+marked failed with the reason, and the stored artifact is removed.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import socket
@@ -24,25 +23,20 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.audit.service import AuditAction, record
+from app.audit.service import AuditAction
 from app.core.context import ServiceContext
-from app.db.retry import is_transient, retry_transient
 from app.db.base import utcnow
+from app.db.retry import is_transient, retry_transient
+from app.forgetting import pipeline
 from app.forgetting.models import ForgetRequest, RequestStatus
+from app.forgetting.transitions import ExecutionLost, transition
 from app.notifications.service import notify_final_status
-from app.registry.artifacts import sha256_bytes
-from app.registry.model_kinds import model_backbone_sha256, model_bytes
 from app.registry.models import ModelVersion
-from app.registry.service import artifact_key, get_version, insert_version
-from app.subjects.supersession import after_publish
-from app.unlearning.base import ForgetTarget
-from app.unlearning.catalog import get_method
-from app.verification.service import run_method, verification_summary, verify_request
 
 logger = logging.getLogger("unlearn.worker")
 
@@ -61,40 +55,22 @@ def new_execution_id(prefix: str | None = None) -> str:
     return f"{prefix or process_name()}:{uuid.uuid4().hex[:6]}"
 
 
-class ExecutionLost(RuntimeError):
-    """The request is no longer held by this execution (cancelled, or retried by another
-    worker after this one stalled): stop, publish nothing, leave the row alone."""
-
-
 class ExecutionReleased(RuntimeError):
     """The worker is shutting down and hands the request back instead of finishing it."""
 
 
-def _audit(session: Session, action: AuditAction, actor: str, request: ForgetRequest,
-           details: dict, model_version: int | None = None) -> None:
-    record(session, action, actor, subject_reference=request.subject_reference,
-           forget_request_id=request.id, model_name=request.model_name,
-           model_version=request.source_version if model_version is None else model_version,
-           details=details)
-
-
 def _take(session: Session, ctx: ServiceContext, request_id: str, execution_id: str) -> bool:
     now = utcnow()
-    taken = session.execute(
-        update(ForgetRequest)
-        .where(ForgetRequest.id == request_id,
-               ForgetRequest.status == RequestStatus.queued.value)
-        .values(status=RequestStatus.running.value, worker_id=execution_id, started_at=now,
-                attempts=ForgetRequest.attempts + 1, heartbeat_at=now, progress=0.0,
-                phase=None, finished_at=None)
-    ).rowcount == 1
-    if taken:
-        request = session.get(ForgetRequest, request_id)
-        session.refresh(request)
-        _audit(session, AuditAction.forget_request_started, f"worker:{execution_id}", request,
-               {"attempt": request.attempts, "max_attempts": ctx.settings.max_attempts,
-                "worker": execution_id, "queue": request.queue})
-    return taken
+    return transition(
+        session, request_id, source=RequestStatus.queued, target=RequestStatus.running,
+        actor=f"worker:{execution_id}", action=AuditAction.forget_request_started,
+        values={"worker_id": execution_id, "started_at": now, "heartbeat_at": now,
+                "attempts": ForgetRequest.attempts + 1, "progress": 0.0, "phase": None,
+                "finished_at": None},
+        details=lambda taken: {"attempt": taken.attempts,
+                               "max_attempts": ctx.settings.max_attempts,
+                               "worker": execution_id, "queue": taken.queue},
+    ) is not None
 
 
 def begin(ctx: ServiceContext, request_id: str, execution_id: str) -> bool:
@@ -123,23 +99,23 @@ def requeue_or_fail(session: Session, ctx: ServiceContext, request: ForgetReques
     goes back to the queue, or fails once it has used ``max_attempts`` attempts. The caller
     holds the row (locked). Returns 'requeued' or 'failed'."""
     max_attempts = ctx.settings.max_attempts
-    details = {"previous_worker": request.worker_id, "attempt": request.attempts,
-               "max_attempts": max_attempts, "reason": reason,
-               "last_heartbeat_at": (request.heartbeat_at.isoformat()
-                                     if request.heartbeat_at else None)}
-    request.worker_id = None
+    details: dict[str, Any] = {
+        "previous_worker": request.worker_id, "attempt": request.attempts,
+        "max_attempts": max_attempts, "reason": reason,
+        "last_heartbeat_at": (request.heartbeat_at.isoformat()
+                              if request.heartbeat_at else None)}
     if request.attempts >= max_attempts:
-        request.status = RequestStatus.failed.value
-        request.error = (f"abandoned after {request.attempts} attempt(s) "
-                         f"(max_attempts={max_attempts}): {reason}")
-        request.finished_at = utcnow()
-        details["error"] = request.error
-        _audit(session, AuditAction.forget_request_failed, actor, request, details)
+        error = (f"abandoned after {request.attempts} attempt(s) "
+                 f"(max_attempts={max_attempts}): {reason}")
+        transition(session, request.id, source=RequestStatus.running,
+                   target=RequestStatus.failed, actor=actor,
+                   action=AuditAction.forget_request_failed,
+                   values={"worker_id": None, "error": error, "finished_at": utcnow()},
+                   details={**details, "error": error})
         return "failed"
-    request.status = RequestStatus.queued.value
-    request.progress = 0.0
-    request.phase = None
-    _audit(session, AuditAction.forget_request_requeued, actor, request, details)
+    transition(session, request.id, source=RequestStatus.running, target=RequestStatus.queued,
+               actor=actor, action=AuditAction.forget_request_requeued,
+               values={"worker_id": None, "progress": 0.0, "phase": None}, details=details)
     return "requeued"
 
 
@@ -163,18 +139,14 @@ def release(ctx: ServiceContext, request_id: str, execution_id: str, reason: str
     """Hand a held request back to the queue (graceful shutdown). The interrupted attempt
     does not count."""
     with ctx.db.write_session() as session:
-        released = session.execute(
-            update(ForgetRequest)
-            .where(ForgetRequest.id == request_id, ForgetRequest.worker_id == execution_id,
-                   ForgetRequest.status == RequestStatus.running.value)
-            .values(status=RequestStatus.queued.value, worker_id=None, progress=0.0,
-                    phase=None, attempts=ForgetRequest.attempts - 1)
-        ).rowcount == 1
-        if released:
-            request = session.get(ForgetRequest, request_id)
-            _audit(session, AuditAction.forget_request_released, f"worker:{execution_id}",
-                   request, {"reason": reason, "worker": execution_id})
-        return released
+        return transition(
+            session, request_id, source=RequestStatus.running, target=RequestStatus.queued,
+            held_by=execution_id, actor=f"worker:{execution_id}",
+            action=AuditAction.forget_request_released,
+            values={"worker_id": None, "progress": 0.0, "phase": None,
+                    "attempts": ForgetRequest.attempts - 1},
+            details={"reason": reason, "worker": execution_id},
+        ) is not None
 
 
 def warm_up(ctx: ServiceContext) -> None:
@@ -190,17 +162,6 @@ def warm_up(ctx: ServiceContext) -> None:
                                version.artifact_sha256)
     except Exception:  # nothing registered yet, or data missing: requests will say why
         logger.warning("warm-up skipped", exc_info=True)
-
-
-def _metrics_summary(metrics: dict) -> dict:
-    """Metrics without confusion matrices, small enough for an audit entry."""
-    summary = {}
-    for name, value in metrics.items():
-        if isinstance(value, dict):
-            summary[name] = {k: v for k, v in value.items() if k != "confusion_matrix"}
-        else:
-            summary[name] = value
-    return summary
 
 
 # Writes to the request row while it runs: a phase change at most every PHASE_WRITE_S, a
@@ -280,20 +241,6 @@ class ExecutionProgress:
         self._flush(PHASE_WRITE_S if self.phase_unwritten else FRACTION_WRITE_S)
 
 
-def _test_only_delay(ctx: ServiceContext, progress: ExecutionProgress) -> None:
-    """UNLEARN_TEST_EXECUTION_DELAY_S (tests only): stretch the run so that a fault test
-    can kill or stop the process mid-request. Sleeps in short steps that report progress
-    (each a checkpoint)."""
-    total = ctx.settings.test_execution_delay_s
-    if total <= 0:
-        return
-    progress.phase("delay (test only)")
-    deadline = time.monotonic() + total
-    while (left := deadline - time.monotonic()) > 0:
-        progress(max(0.01, 1 - left / total))
-        time.sleep(min(0.1, left))
-
-
 def run_request(ctx: ServiceContext, request_id: str, execution_id: str,
                 should_stop: Callable[[], bool] | None = None) -> str:
     """Take the request if it is queued and carry it out; SKIPPED if it was not queued."""
@@ -321,50 +268,10 @@ def _execute(ctx: ServiceContext, request_id: str, execution_id: str,
     stored_key: str | None = None
     progress = ExecutionProgress(ctx, request_id, execution_id, should_stop)
     try:
-        with ctx.db.session() as session:
-            request = session.get(ForgetRequest, request_id)
-            source = get_version(session, request.model_name, request.source_version)
-        method = get_method(request.method)
-        params = method.Params.model_validate(request.params)
-        target = ForgetTarget(tuple(request.target_classes),
-                              tuple(request.target_sample_ids),
-                              prior_classes=tuple(source.forgotten_classes),
-                              prior_sample_ids=tuple(source.forgotten_sample_ids))
-        data = ctx.model_data(request.model_name)
-
-        progress.phase("metrics")
-        source_model = ctx.models.get(source)
-        before = ctx.evaluator.request_metrics(source_model, source.backbone_sha256, data,
-                                               target, source.artifact_sha256)
-
-        working = copy.deepcopy(source_model)
-        for parameter in working.parameters():
-            parameter.requires_grad_(True)
-        _test_only_delay(ctx, progress)
-        acceptance = request.acceptance or {}
-        forgotten = run_method(ctx, method, working, target, params, data, progress,
-                               acceptance, source, source_model)
-        forgotten.eval()
-
-        progress.phase("metrics")
-        payload, state = model_bytes(forgotten)
-        sha = sha256_bytes(payload)
-        backbone = model_backbone_sha256(forgotten, state)
-        after = ctx.evaluator.request_metrics(forgotten, backbone, data, target, sha)
-        version_metrics = ctx.evaluator.version_metrics(forgotten, backbone, data, sha)
-        forget_report = getattr(forgotten, "forget_report", None)
-        verification = verify_request(
-            ctx, source, method, target, data, acceptance, before, after,
-            ctx.evaluator.outcomes(source_model, source.backbone_sha256, data,
-                                   source.artifact_sha256),
-            ctx.evaluator.outcomes(forgotten, backbone, data, sha), forget_report)
-
+        outcome = pipeline.forget(ctx, request_id, progress)
         progress.phase("publishing")
-        key = artifact_key(request.model_name)
-        ctx.store.put(key, payload)
-        stored_key = key
-        _publish(ctx, request_id, execution_id, source, key, sha, backbone, before, after,
-                 version_metrics, forget_report, verification)
+        stored_key = pipeline.store(ctx, outcome)
+        pipeline.publish(ctx, outcome, key=stored_key, execution_id=execution_id)
         logger.info("request %s: completed by %s in %.0f ms", request_id, execution_id,
                     1000 * (time.monotonic() - progress.started))
         return COMPLETED
@@ -403,107 +310,14 @@ def _discard(ctx: ServiceContext, stored_key: str | None) -> None:
         logger.exception("could not remove unpublished artifact %s", stored_key)
 
 
-PUBLISH_ATTEMPTS = 5
-
-
-def _publish(ctx, request_id, worker_id, source, key, sha, backbone, before, after,
-             version_metrics, forget_report=None, verification=None) -> None:
-    """Commit the version row, the request's completion and the audit entry together.
-
-    Version numbers are max+1 under the registered model's row lock; should two
-    publications still collide on (model, version) (the unique constraint says so), the
-    transaction is rolled back and retried with the next number."""
-    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
-        try:
-            _publish_once(ctx, request_id, worker_id, source, key, sha, backbone, before,
-                          after, version_metrics, forget_report, verification)
-            return
-        except IntegrityError:
-            if attempt == PUBLISH_ATTEMPTS:
-                raise
-            logger.info("request %s: version number taken, retrying (%d)", request_id, attempt)
-            time.sleep(0.01 * attempt)
-
-
-def _publish_once(ctx, request_id, worker_id, source, key, sha, backbone, before, after,
-                  version_metrics, forget_report=None, verification=None) -> None:
-    verified = verification is None or verification["passed"]
-    status = RequestStatus.completed if verified else RequestStatus.unverified
-    with ctx.db.write_session() as session:
-        finished = utcnow()
-        # Conditional on this execution still holding the request: the row lock it takes
-        # also orders us against cancellation and stalled-job recovery.
-        held = session.execute(
-            update(ForgetRequest)
-            .where(ForgetRequest.id == request_id, ForgetRequest.worker_id == worker_id,
-                   ForgetRequest.status == RequestStatus.running.value)
-            .values(status=status.value, progress=1.0, phase="publishing",
-                    finished_at=finished, heartbeat_at=finished, error=None)
-        ).rowcount
-        if held != 1:
-            raise ExecutionLost(f"request {request_id} is no longer held by {worker_id} "
-                                f"(cancelled, or retried elsewhere)")
-        request = session.get(ForgetRequest, request_id)
-        version = insert_version(
-            session,
-            model_name=request.model_name,
-            parent_version=source.version,
-            architecture=source.architecture,
-            kind=source.kind,
-            method=request.method,
-            params=request.params,
-            # Unions: a sample or class forgotten twice is counted once.
-            forgotten_classes=sorted({*source.forgotten_classes, *request.target_classes}),
-            forgotten_sample_ids=sorted({*source.forgotten_sample_ids,
-                                         *request.target_sample_ids}),
-            artifact_path=key,
-            artifact_sha256=sha,
-            backbone_sha256=backbone,
-            metrics=version_metrics,
-            model_card={**source.model_card, "derived_from": source.version,
-                        **({"forget_report": forget_report} if forget_report else {})},
-            forget_request_id=request.id,
-            created_by=f"worker:{worker_id}",
-        )
-        request.result_version = version.version
-        request.metrics = {"before": before, "after": after}
-        request.verification = verification
-        # Production that still holds the erased data is promoted away or reported.
-        after_publish(session, request, version, f"worker:{worker_id}")
-        record(
-            session,
-            AuditAction.forget_request_completed if verified
-            else AuditAction.forget_request_unverified,
-            f"worker:{worker_id}",
-            subject_reference=request.subject_reference, forget_request_id=request.id,
-            model_name=request.model_name, model_version=version.version,
-            details={
-                "source_version": source.version, "result_version": version.version,
-                "method": request.method, "params": request.params,
-                "artifact_sha256": sha, "attempt": request.attempts, "worker": worker_id,
-                "before": _metrics_summary(before), "after": _metrics_summary(after),
-                **({"verification": verification_summary(verification)}
-                   if verification else {}),
-            },
-        )
-
-
-def _mark_failed(ctx: ServiceContext, request_id: str, worker_id: str, error: Exception) -> None:
+def _mark_failed(ctx: ServiceContext, request_id: str, execution_id: str,
+                 error: Exception) -> None:
+    """Record why the run failed; a request no longer held is left to whoever holds it."""
     reason = f"{type(error).__name__}: {error}"
     with ctx.db.write_session() as session:
-        failed = session.execute(
-            update(ForgetRequest)
-            .where(ForgetRequest.id == request_id, ForgetRequest.worker_id == worker_id,
-                   ForgetRequest.status == RequestStatus.running.value)
-            .values(status=RequestStatus.failed.value, error=reason, finished_at=utcnow())
-        ).rowcount
-        if failed != 1:  # no longer ours: whoever holds it now decides
-            return
-        request = session.get(ForgetRequest, request_id)
-        record(
-            session, AuditAction.forget_request_failed, f"worker:{worker_id}",
-            subject_reference=request.subject_reference, forget_request_id=request.id,
-            model_name=request.model_name, model_version=request.source_version,
-            details={"error": reason,
-                     "traceback_tail": traceback.format_exc(limit=3)[-2000:]},
-        )
+        transition(session, request_id, source=RequestStatus.running,
+                   target=RequestStatus.failed, held_by=execution_id,
+                   actor=f"worker:{execution_id}", action=AuditAction.forget_request_failed,
+                   values={"error": reason, "finished_at": utcnow()},
+                   details={"error": reason,
+                            "traceback_tail": traceback.format_exc(limit=3)[-2000:]})

@@ -25,6 +25,7 @@ from app.db.base import utcnow
 from app.forgetting import jobs
 from app.forgetting.models import FINAL_STATUSES, ForgetRequest, RequestStatus
 from app.forgetting.schemas import ForgetRequestCreate
+from app.forgetting.transitions import transition
 from app.ml.data import ImageData
 from app.core.config import Settings, get_settings
 from app.db.session import Database
@@ -223,18 +224,17 @@ def cancel_request(db: Database, request_id: str, actor: str) -> ForgetRequest:
             raise ConflictError(
                 f"forget request {request_id} is already {request.status}; only queued or "
                 f"running requests can be cancelled", "request_id")
-        previous, running_as = request.status, request.worker_id
-        request.status = RequestStatus.cancelled.value
-        request.finished_at = utcnow()
-        request.worker_id = None
-        if request.job_id is not None and jobs.uses_job_engine(session):
-            jobs.cancel_job_in_transaction(session, request.job_id)
-        record(session, AuditAction.forget_request_cancelled, actor,
-               subject_reference=request.subject_reference, forget_request_id=request.id,
-               model_name=request.model_name, model_version=request.source_version,
-               details={"previous_status": previous, "worker": running_as,
-                        "phase": request.phase, "attempts": request.attempts})
-        return request
+        details = {"previous_status": request.status, "worker": request.worker_id,
+                   "phase": request.phase, "attempts": request.attempts}
+        cancelled = transition(
+            session, request.id, source=RequestStatus(request.status),
+            target=RequestStatus.cancelled, actor=actor,
+            action=AuditAction.forget_request_cancelled,
+            values={"finished_at": utcnow(), "worker_id": None}, details=details)
+        assert cancelled is not None  # the row is locked and was not final
+        if cancelled.job_id is not None and jobs.uses_job_engine(session):
+            jobs.cancel_job_in_transaction(session, cancelled.job_id)
+        return cancelled
 
 
 def request_body_sha256(model_name: str, body: ForgetRequestCreate) -> str:

@@ -38,6 +38,7 @@ def train_model(
     images: torch.Tensor,
     labels: torch.Tensor,
     recipe: TrainingRecipe,
+    *,
     device: torch.device = torch.device("cpu"),
     progress: ProgressCallback | None = None,
     show_bar: bool = False,

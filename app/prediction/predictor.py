@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import OrderedDict
 
 import numpy as np
+from cachetools import LRUCache
 
 from app.audit.aggregation import AuditWindows
 from app.audit.service import record_artifact_failure
@@ -27,8 +27,9 @@ class Predictor:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
         settings = ctx.settings
-        self._versions: OrderedDict[tuple[str, int], ModelVersion] = OrderedDict()
-        self._lock = threading.Lock()
+        self._versions: LRUCache[tuple[str, int], ModelVersion] = LRUCache(
+            maxsize=VERSION_ROWS_KEPT)
+        self._lock = threading.Lock()  # LRUCache is not thread-safe
         self.batcher: DynamicBatcher | None = None
         # Refusals are audited once per key, version and window: a client cannot flood
         # the append-only log by asking a corrupted version again and again.
@@ -79,8 +80,6 @@ class Predictor:
             row = get_version(session, name, number, field)
         with self._lock:
             self._versions[(name, number)] = row
-            while len(self._versions) > VERSION_ROWS_KEPT:
-                self._versions.popitem(last=False)
         return row
 
     async def probabilities(self, version: ModelVersion, model: object,

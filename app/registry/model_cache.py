@@ -7,9 +7,9 @@ version's artifact never changes, so a cached entry can never be stale.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 
 import torch
+from cachetools import LRUCache
 from torch import nn
 
 from app.core.errors import CorruptArtifactError
@@ -23,8 +23,8 @@ class ModelCache:
         self.store = store
         self.device = device
         self.capacity = capacity
-        self._models: OrderedDict[str, nn.Module] = OrderedDict()
-        self._lock = threading.Lock()
+        self._models: LRUCache[str, nn.Module] = LRUCache(maxsize=capacity)
+        self._lock = threading.Lock()  # LRUCache is not thread-safe
         # Plain counts (read by the metrics collector at scrape time): an increment under
         # the lock already taken costs nothing measurable on the predict path.
         self.hits = 0
@@ -34,10 +34,9 @@ class ModelCache:
         """The version's model in eval mode on the service's device. Treat it as read-only."""
         key = version.artifact_sha256
         with self._lock:
-            model = self._models.get(key)
+            model = self._models.get(key)  # a hit counts as a use
             if model is not None:
                 self.hits += 1
-                self._models.move_to_end(key)
                 return model
             self.misses += 1
         try:
@@ -58,8 +57,6 @@ class ModelCache:
             parameter.requires_grad_(False)
         with self._lock:
             self._models[key] = model
-            while len(self._models) > self.capacity:
-                self._models.popitem(last=False)
         return model
 
     def clear(self) -> None:

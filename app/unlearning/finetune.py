@@ -11,13 +11,13 @@ from pydantic import Field
 from torch import nn
 
 from app.ml.data import ImageData
-from app.ml.training import TrainingRecipe, train_model
 from app.unlearning.base import (
     ForgetTarget,
     MethodParams,
     ProgressCallback,
     UnlearningMethod,
 )
+from app.unlearning.retained_training import train_on_retained
 
 
 class FinetuneParams(MethodParams):
@@ -36,12 +36,7 @@ class Finetune(UnlearningMethod):
     def forget(self, model: nn.Module, target: ForgetTarget, params: MethodParams,
                data: ImageData, progress: ProgressCallback) -> nn.Module:
         assert isinstance(params, FinetuneParams)
-        retain = target.retain_mask(data)
-        recipe = TrainingRecipe(seed=params.seed, epochs=params.epochs,
-                                batch_size=params.batch_size, learning_rate=params.lr)
-        device = next(model.parameters()).device
-        return train_model(data.train_images[retain], data.train_labels[retain], recipe,
-                           device=device, progress=progress, model=model)
+        return train_on_retained(model, target, params, data, progress, from_scratch=False)
 
 
 METHOD = Finetune()

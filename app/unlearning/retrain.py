@@ -12,13 +12,14 @@ from pydantic import Field
 from torch import nn
 
 from app.ml.data import ImageData
-from app.ml.training import TrainingRecipe, train_model
+from app.ml.training import TrainingRecipe
 from app.unlearning.base import (
     ForgetTarget,
     MethodParams,
     ProgressCallback,
     UnlearningMethod,
 )
+from app.unlearning.retained_training import train_on_retained
 
 BASE_RECIPE = TrainingRecipe()
 
@@ -39,13 +40,7 @@ class Retrain(UnlearningMethod):
     def forget(self, model: nn.Module, target: ForgetTarget, params: MethodParams,
                data: ImageData, progress: ProgressCallback) -> nn.Module:
         assert isinstance(params, RetrainParams)
-        retain = target.retain_mask(data)
-        recipe = TrainingRecipe(seed=params.seed, epochs=params.epochs,
-                                batch_size=params.batch_size, learning_rate=params.lr)
-        device = next(model.parameters()).device
-        # The source weights are ignored on purpose: nothing of them may leak into the result.
-        return train_model(data.train_images[retain], data.train_labels[retain], recipe,
-                           device=device, progress=progress, spec=model.spec)
+        return train_on_retained(model, target, params, data, progress, from_scratch=True)
 
 
 METHOD = Retrain()

@@ -43,13 +43,13 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections import OrderedDict
 from pathlib import Path
 
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
+from cachetools import LRUCache
 from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -171,8 +171,8 @@ class ImportanceCache:
     def __init__(self, directory: Path | None = None, capacity: int = 4):
         self.directory = Path(directory) if directory else None
         self.capacity = capacity
-        self._entries: OrderedDict[str, Importances] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries: LRUCache[str, Importances] = LRUCache(maxsize=capacity)
+        self._lock = threading.Lock()  # LRUCache is not thread-safe
 
     @staticmethod
     def key(fingerprint: str, data: ImageData, params: SsdParams, target: ForgetTarget) -> str:
@@ -184,9 +184,9 @@ class ImportanceCache:
 
     def get(self, key: str) -> Importances | None:
         with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key]
+            remembered = self._entries.get(key)  # a hit counts as a use
+        if remembered is not None:
+            return remembered
         path = self._path(key)
         if path is None or not path.exists():
             return None
@@ -210,9 +210,6 @@ class ImportanceCache:
     def _remember(self, key: str, importances: Importances) -> None:
         with self._lock:
             self._entries[key] = importances
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
 
     def _path(self, key: str) -> Path | None:
         return self.directory / f"ssd-importance-{key}.safetensors" if self.directory else None

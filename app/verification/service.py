@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session
 from torch import nn
 
 from app.core.context import ServiceContext
+from app.evaluation.metrics import RequestMetrics
+from app.evaluation.service import ModelOutcomes
 from app.ml.data import ImageData
 from app.architectures.catalog import build_model
 from app.registry.registration import model_spec
@@ -84,7 +86,7 @@ def lineage_shadows(ctx: ServiceContext, source: ModelVersion, data: ImageData
     return statistics, None
 
 
-def run_method(ctx: ServiceContext, method: UnlearningMethod, working: nn.Module,
+def run_method(ctx: ServiceContext, method: UnlearningMethod, working: nn.Module, *,
                target: ForgetTarget, params: MethodParams, data: ImageData,
                progress: ProgressCallback, acceptance: dict[str, Any],
                source: ModelVersion, source_model: nn.Module) -> nn.Module:
@@ -124,9 +126,10 @@ def membership_evidence(statistics: ShadowStatistics, data: ImageData, target: F
     return figures
 
 
-def verify_request(ctx: ServiceContext, source: ModelVersion, method: UnlearningMethod,
+def verify_request(ctx: ServiceContext, *, source: ModelVersion, method: UnlearningMethod,
                    target: ForgetTarget, data: ImageData, acceptance: dict[str, Any],
-                   before: dict, after: dict, source_outcomes, result_outcomes,
+                   before: RequestMetrics, after: RequestMetrics,
+                   source_outcomes: ModelOutcomes, result_outcomes: ModelOutcomes,
                    forget_report: dict | None) -> dict[str, Any]:
     """Evaluate the request's criteria; returns the ``verification`` object of the request."""
     criteria = accuracy_criteria(acceptance, before, after)
