@@ -93,7 +93,10 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_console(ctx):
+def live_console(ctx, monkeypatch):
+    # Served over plain HTTP on loopback, as `make run` does: the documented opt-out from
+    # Secure cookies (docs/console.md) is what lets a browser keep the session there.
+    monkeypatch.setenv("UNLEARN_CONSOLE_SECURE_COOKIE", "false")
     with LiveServer(create_app(ctx)) as server:
         server.admin_key = api_key(ctx, "admin", name="browser-admin")
         yield server

@@ -21,7 +21,7 @@ from app.main import create_app
 from app.registry.models import ModelVersion
 from app.subjects.purge import PurgeScheduler, purge_superseded
 from app.unlearning.base import ForgetTarget
-from tests.test_console import log_in
+from tests.test_console import CONSOLE_URL, log_in
 from tests.conftest import api_key, authorized, forget_body, make_ctx, make_settings
 
 # These tests are about subjects and supersession, not about evidence: the lineages have
@@ -109,7 +109,8 @@ def test_subject_is_forgotten_and_never_stored_in_clear(people_ctx, people, tmp_
         assert bob["versions_including"] == [1, 2] and bob["forget_requests"] == []
 
         # The console's lineage view says the same.
-        with TestClient(create_app(people_ctx), follow_redirects=False) as browser:
+        with TestClient(create_app(people_ctx), base_url=CONSOLE_URL,
+                            follow_redirects=False) as browser:
             browser.admin_key = api_key(people_ctx, "admin", name="console-admin")
             log_in(browser)
             lineage = browser.get("/console/models").text

@@ -212,9 +212,14 @@ def _login_page(request: Request, next: str | None, error: str | None = None,
     # Not a route: the error text and status come from the login handler only, never
     # from the query string (a crafted link could otherwise put any text on the page).
     token = auth.new_login_token()
+    # A Secure cookie set over plain HTTP is dropped by browsers (localhost aside): say so
+    # here rather than let the login loop back to this form without a word.
+    insecure_transport = (request.url.scheme == "http"
+                          and console_state(request).settings.console_secure_cookie)
     response = templates.TemplateResponse(
         request, "login.html",
-        _context(request, login_token=token, next=auth.safe_next(next), error=error),
+        _context(request, login_token=token, next=auth.safe_next(next), error=error,
+                 insecure_transport=insecure_transport),
         status_code=status_code,
     )
     _set_cookie(request, response, auth.LOGIN_COOKIE, token, max_age=3600)
@@ -241,9 +246,10 @@ async def login(request: Request) -> Response:
         return page
     if principal is None:
         return _login_page(request, next_path, "That key does not open the console.", 401)
+    token = await run_in_threadpool(auth.start_session, request, principal)
     response = RedirectResponse(next_path, status_code=303)
-    _set_cookie(request, response, auth.SESSION_COOKIE, auth.new_session_cookie(request, key),
-                max_age=int(console_state(request).settings.console_session_hours * 3600))
+    _set_cookie(request, response, auth.SESSION_COOKIE, token,
+                max_age=int(auth.session_lifetime(request).total_seconds()))
     response.delete_cookie(auth.LOGIN_COOKIE, path=auth.COOKIE_PATH)
     return response
 
@@ -254,8 +260,11 @@ async def logout(request: Request) -> Response:
     session = auth.current_session(request)
     if session is not None:
         auth.check_csrf(request, session, str(form.get("csrf_token") or ""))
+        await run_in_threadpool(auth.end_session, request)
     response = RedirectResponse("/console/login", status_code=303)
-    response.delete_cookie(auth.SESSION_COOKIE, path=auth.COOKIE_PATH)
+    response.delete_cookie(auth.SESSION_COOKIE, path=auth.COOKIE_PATH,
+                           secure=console_state(request).settings.console_secure_cookie,
+                           httponly=True, samesite="strict")
     return response
 
 
