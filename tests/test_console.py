@@ -312,7 +312,7 @@ def test_file_a_request_through_the_form_and_review_it(console, client):
     lines = exported.text.strip().splitlines()
     assert len(lines) == 3 and all(request_id in line for line in lines)
     as_csv = console.get("/console/audit/export", params={"format": "csv"})
-    assert as_csv.text.splitlines()[0].startswith("id,created_at,actor,action")
+    assert as_csv.text.splitlines()[0].startswith("id,seq,created_at,actor,action")
 
     # The signed erasure certificate, through the console's session.
     assert f'href="/console/forget-requests/{request_id}/certificate"' in page.text
@@ -533,3 +533,48 @@ def test_an_auditor_reads_but_cannot_file(console, client, ctx):
     assert refused.status_code == 403
     assert client.get("/forget-requests").json()["items"] == []
     assert console.get("/console/try").status_code == 403
+
+
+def test_the_console_export_is_the_audit_export_with_its_formula_guard(console, ctx):
+    """Issue 13: the console re-implemented the export without the CSV formula guard of
+    app/audit/export.py, so an actor like this one ran as a formula in a spreadsheet."""
+    import csv
+    import io
+
+    from app.audit.service import AuditAction, record
+
+    evil = "=cmd|' /C calc'!A0"
+    with ctx.db.session() as session:
+        record(session, AuditAction.version_promoted, evil, model_name=ctx.model_name,
+               model_version=1, details={"note": "+1+1"})
+    log_in(console)
+    exported = console.get("/console/audit/export", params={"format": "csv", "actor": evil})
+    assert exported.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [row["actor"] for row in rows] == ["'" + evil]
+    assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows
+                   for cell in row.values() if cell)
+    # The same bytes as the API's export of the same entries (the one export).
+    api = TestClient(console.app).get(
+        "/audit-log/export", params={"format": "csv"},
+        headers={"Authorization": f"Bearer {console.admin_key}"})
+    assert "'" + evil in api.text and exported.text.splitlines()[1] in api.text.splitlines()
+
+
+def test_a_double_submitted_form_files_one_request(console, client):
+    """Issue 13: console filing went around the API's idempotent filing; the form now
+    carries an idempotency key, made when it renders, through submit_request."""
+    log_in(console)
+    form = console.get("/console/forget-requests/new").text
+    key = hidden(form, "idempotency_key")
+    assert key and key != hidden(console.get("/console/forget-requests/new").text,
+                                 "idempotency_key")
+    first = file_via_form(console, idempotency_key=key)
+    second = file_via_form(console, idempotency_key=key)
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"] == second.headers["location"]
+    assert len(client.get("/forget-requests").json()["items"]) == 1
+    # The same key with another body is the API's conflict, shown on the form.
+    other = file_via_form(console, idempotency_key=key, classes=["3"])
+    assert other.status_code == 409 and 'id="request-form"' in other.text
+    assert len(client.get("/forget-requests").json()["items"]) == 1

@@ -21,49 +21,46 @@ from urllib.parse import urlsplit
 
 from fastapi import Request
 
-from app.auth.service import Role, authenticate
+from app.auth.service import Principal, Role, authenticate
 from app.console import sessions
+from app.core.errors import ForbiddenError
 from app.console.state import console_state
 
 SESSION_COOKIE = "unlearn_console"
 LOGIN_COOKIE = "unlearn_console_login"
 COOKIE_PATH = "/console"
 
-# The roles of the API keys (app/auth).
-ROLES = tuple(role.value for role in Role)
-
-# Which roles may see each part of the console. One table, so that the pages, the
-# navigation and the tests agree. Admin sees everything.
-PAGE_ROLES: dict[str, frozenset[str]] = {
-    "models": frozenset({"admin", "privacy_officer", "auditor", "client"}),
-    "version": frozenset({"admin", "privacy_officer", "auditor"}),
-    "requests": frozenset({"admin", "privacy_officer", "auditor"}),
-    "file_request": frozenset({"admin", "privacy_officer"}),
-    "audit": frozenset({"admin", "auditor"}),
-    "certificate": frozenset({"admin", "privacy_officer", "auditor"}),
-    "try": frozenset({"admin", "client"}),
-    "sweep": frozenset({"admin", "privacy_officer", "auditor"}),
+# Which of app/auth's roles each page needs: the roles of the API route the page shows
+# (GET /models, GET /forget-requests, POST /forget-requests, GET /audit-log, the
+# certificate route; the α sweep reads what a request's page reads), narrower where the
+# console shows less: a version's plots are for reviewers, and "try" is predictions for
+# client keys (auditors compare versions through the API). Admin passes every check
+# through app.auth's own rule (Principal.has_any), as on the API.
+ANYONE = frozenset(Role)
+READERS = frozenset({Role.privacy_officer, Role.auditor})
+PAGE_ROLES: dict[str, frozenset[Role]] = {
+    "models": ANYONE,
+    "version": READERS,
+    "requests": READERS,
+    "file_request": frozenset({Role.privacy_officer}),
+    "audit": frozenset({Role.auditor}),
+    "certificate": READERS,
+    "try": frozenset({Role.client}),
+    "sweep": READERS,
 }
+
+
+def may(principal: Principal, page: str) -> bool:
+    """Whether ``principal`` (app.auth's) may see ``page``."""
+    return principal.has_any(frozenset(role.value for role in PAGE_ROLES[page]))
 
 
 class LoginRequired(Exception):
     """No valid session: the page redirects to the login form."""
 
 
-class Forbidden(Exception):
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
-@dataclass(frozen=True)
-class Principal:
-    key_id: str
-    name: str
-    roles: frozenset[str]
-
-    def may(self, page: str) -> bool:
-        return bool(self.roles & PAGE_ROLES[page])
+class Forbidden(ForbiddenError):
+    """The caller's key lacks the page's role, or a CSRF/origin check failed: 403."""
 
 
 @dataclass(frozen=True)
@@ -90,10 +87,7 @@ def authenticate_key(request: Request, key: str, login: bool = False) -> Princip
     else:
         with request.app.state.ctx.db.session() as session:
             principal = authenticate(session, key)
-    if principal is None:
-        return None
-    return Principal(key_id=principal.key_id, name=principal.name,
-                     roles=frozenset(principal.roles))
+    return principal
 
 
 def current_session(request: Request) -> Session | None:
@@ -108,8 +102,8 @@ def current_session(request: Request) -> Session | None:
         with request.app.state.ctx.db.session() as db_session:
             live = sessions.find_session(db_session, token)
         if live is not None:
-            session = Session(Principal(key_id=live.key_id, name=live.name, roles=live.roles),
-                              csrf_token=live.csrf_token)
+            session = Session(Principal(key_id=live.key_id, name=live.name,
+                                        roles=live.roles), csrf_token=live.csrf_token)
     request.state.console_session = session
     return session
 
@@ -124,8 +118,8 @@ def require(request: Request, page: str) -> Session:
     session = current_session(request)
     if session is None:
         raise LoginRequired()
-    if not session.principal.may(page):
-        allowed = ", ".join(sorted(PAGE_ROLES[page]))
+    if not may(session.principal, page):
+        allowed = ", ".join(sorted({role.value for role in PAGE_ROLES[page]} | {"admin"}))
         held = ", ".join(sorted(session.principal.roles)) or "none"
         raise Forbidden(f"this page needs one of the roles {allowed}; your key holds {held}")
     return session

@@ -4,13 +4,11 @@ functions, with the console user as the actor."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
-import json
 import logging
-from collections.abc import Callable, Iterator
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -21,7 +19,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
-    PlainTextResponse,
     RedirectResponse,
     Response,
     StreamingResponse,
@@ -34,16 +31,20 @@ from pydantic import BaseModel, Field, ValidationError
 from app.api.pagination import (
     DB_INT_MAX,
     decode_id_cursor,
+    safe_text,
     decode_time_id_cursor,
     encode_cursor,
 )
+from app.audit import export
 from app.audit import service as audit_service
+from app.audit.export import ExportFormat
 from app.audit.service import AuditAction, AuditFilter
 from app.auth.throttle import TooManyFailuresError
 from app.certificates import service as certificate_service
 from app.certificates.schemas import ErasureCertificate
 from app.console import auth, plots, views
 from app.console.auth import Forbidden, LoginRequired
+from app.api.errors import error_body
 from app.console.settings import ConsoleSettings
 from app.console.state import console_state
 from app.console.sweep import DEFAULT_ALPHAS, alpha_sweep, parse_alphas
@@ -56,7 +57,8 @@ from app.prediction import service as prediction_service
 from app.prediction.schemas import Pixel
 from app.registry import service as registry_service
 from app.registry.models import RegisteredModel
-from app.subjects.supersession import version_state, version_states
+from app.subjects.resolution import prepare_subjects
+from app.subjects.supersession import check_servable, version_state, version_states
 
 logger = logging.getLogger("unlearn.console")
 
@@ -66,6 +68,7 @@ FINISHED = FINAL_STATUSES
 PAGE_SIZE = 25
 VersionNumber = Annotated[int, PathParam(ge=1, le=DB_INT_MAX)]
 PNG = "image/png"
+IDEMPOTENCY_PREFIX = "console-"
 
 # Pages load only this origin's scripts, styles and images: no inline script can run.
 SECURITY_HEADERS = {
@@ -79,7 +82,8 @@ SECURITY_HEADERS = {
 
 
 class _ConsoleRoute(APIRoute):
-    """Turns the console's exceptions into pages (or plain answers for data calls)."""
+    """Turns the console's exceptions into pages. Data calls (plots, JSON) leave them to
+    the app's error handlers (app/api/errors.py): the API's one error shape and codes."""
 
     html = True
 
@@ -92,21 +96,26 @@ class _ConsoleRoute(APIRoute):
                 response = await handler(request)
             except LoginRequired:
                 if not html:
-                    return PlainTextResponse("log in first", status_code=401)
-                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                return RedirectResponse(f"/console/login?next={_quote(target)}", status_code=303)
-            except Forbidden as error:
-                response = _error(request, html, 403, "Not allowed", error.message)
+                    response = JSONResponse(
+                        error_body("unauthenticated", "log in to the console first"),
+                        status_code=401)
+                else:
+                    target = request.url.path + (f"?{request.url.query}"
+                                                 if request.url.query else "")
+                    return RedirectResponse(f"/console/login?next={_quote(target)}",
+                                            status_code=303)
             except ServiceError as error:
-                message = error.message
-                response = _error(request, html, error.status_code, _title(error.status_code),
-                                  message, error.field)
+                if not html:
+                    raise
+                response = _error_page(request, error.status_code, error.message, error.field)
             except RequestValidationError as error:
+                if not html:
+                    raise
                 first = error.errors()[0] if error.errors() else {}
                 location = [str(p) for p in first.get("loc", ()) if p not in ("query", "path")]
                 field = ".".join(location) or None
-                response = _error(request, html, 422, "Invalid input",
-                                  f"{field}: {first.get('msg', 'invalid')}", field)
+                response = _error_page(request, 422, f"{field}: {first.get('msg', 'invalid')}",
+                                       field)
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
             return response
@@ -122,21 +131,16 @@ def _quote(text: str) -> str:
     return quote(text, safe="")
 
 
-def _title(status: int) -> str:
-    return {404: "Not found", 409: "Conflict", 413: "Too large", 422: "Invalid input",
-            503: "Unavailable"}.get(status, "Error")
+PAGE_TITLES = {403: "Not allowed", 404: "Not found", 409: "Conflict", 410: "Gone",
+               413: "Too large", 422: "Invalid input", 503: "Unavailable"}
 
 
-def _error(request: Request, html: bool, status: int, title: str, message: str,
-           field: str | None = None) -> Response:
-    if not html:  # the API's error shape
-        code = {403: "forbidden", 404: "not_found", 409: "conflict", 413: "payload_too_large",
-                422: "validation_error", 503: "unavailable"}.get(status, "error")
-        return JSONResponse({"error": {"code": code, "message": message, "field": field}},
-                            status_code=status)
+def _error_page(request: Request, status: int, message: str,
+                field: str | None = None) -> Response:
     return templates.TemplateResponse(
         request, "error.html",
-        _context(request, title=title, message=message, field=field, status=status),
+        _context(request, title=PAGE_TITLES.get(status, "Error"), message=message,
+                 field=field, status=status),
         status_code=status,
     )
 
@@ -151,7 +155,7 @@ def _context(request: Request, **values: Any) -> dict:
     return {
         "principal": principal,
         "csrf_token": session.csrf_token if session else "",
-        "may": (lambda page: bool(principal and principal.may(page))),
+        "may": (lambda page: bool(principal and auth.may(principal, page))),
         "model_choices": choices,
         "current_model": _model_name(request),
         **values,
@@ -196,7 +200,7 @@ def home(request: Request) -> Response:
     session = auth.require(request, "models")
     for page, path in (("models", "/console/models"), ("requests", "/console/forget-requests"),
                        ("audit", "/console/audit"), ("try", "/console/try")):
-        if session.principal.may(page):
+        if auth.may(session.principal, page):
             return RedirectResponse(path, status_code=303)
     raise Forbidden("your key holds no role that the console shows")
 
@@ -380,8 +384,10 @@ def _form_page(request: Request, values: dict, error: str | None = None,
 @pages.get("/forget-requests/new", response_class=HTMLResponse)
 def new_request_page(request: Request) -> Response:
     session = auth.require(request, "file_request")
+    # A fresh idempotency key per rendered form: a double submit files one request.
     return _form_page(request, {"requested_by": session.principal.name,
-                                "method": next(iter(views.METHODS), "")})
+                                "method": next(iter(views.METHODS), ""),
+                                "idempotency_key": new_idempotency_key()})
 
 
 @pages.post("/forget-requests", response_class=HTMLResponse)
@@ -394,11 +400,29 @@ async def file_request(request: Request) -> Response:
     values["classes"] = form.getlist("classes")
     try:
         body = _request_body(form)
-        created = await run_in_threadpool(_file, request, body, _actor(session))
+        idempotency_key = _idempotency_key(form)
+        created, replayed = await run_in_threadpool(_file, request, body, _actor(session),
+                                                    idempotency_key)
     except ServiceError as error:
         return _form_page(request, values, error.message, error.field, error.status_code)
-    request.app.state.notifier.notify()  # wake the in-process executor now
+    if not replayed:
+        request.app.state.notifier.notify()  # wake the in-process executor now
     return RedirectResponse(f"/console/forget-requests/{created.id}", status_code=303)
+
+
+def new_idempotency_key() -> str:
+    return IDEMPOTENCY_PREFIX + secrets.token_urlsafe(24)
+
+
+def _idempotency_key(form) -> str | None:
+    """The form's idempotency key (None from a form rendered before keys existed)."""
+    key = str(form.get("idempotency_key") or "").strip()
+    if not key:
+        return None
+    if len(key) > 200 or not safe_text(key, 200):
+        raise InvalidInputError("idempotency_key: not a key this console issued; reload the "
+                                "form", "idempotency_key")
+    return key
 
 
 def _request_body(form) -> ForgetRequestCreate:
@@ -452,13 +476,17 @@ def _request_body(form) -> ForgetRequestCreate:
                                 "model_version") from None
 
 
-def _file(request: Request, body: ForgetRequestCreate, actor: str) -> ForgetRequest:
+def _file(request: Request, body: ForgetRequestCreate, actor: str,
+          idempotency_key: str | None) -> tuple[ForgetRequest, bool]:
+    """File as POST /forget-requests does: the same service function, with the form's
+    idempotency key; returns (request, replayed)."""
     ctx = _ctx(request)
-    with ctx.db.session() as session:
-        model_name = body.model_name or _model_name(request)
-        return forgetting_service.file_request(
-            session, model_name, body, actor, ctx.settings.max_sample_ids,
-            settings=ctx.settings, data=ctx.model_data(model_name))
+    model_name = body.model_name or _model_name(request)
+    data = ctx.model_data(model_name)
+    body, subjects = prepare_subjects(ctx, model_name, body, data)
+    return forgetting_service.submit_request(
+        ctx.db, model_name, body, actor, ctx.settings.max_sample_ids, idempotency_key,
+        settings=ctx.settings, data=data, subjects=subjects)
 
 
 @pages.get("/forget-requests/{request_id}", response_class=HTMLResponse)
@@ -486,7 +514,7 @@ def _certificate_url(request: Request, row: ForgetRequest) -> str | None:
     """The console's link to the signed erasure certificate of a completed request."""
     session = auth.current_session(request)
     if row.status == RequestStatus.completed.value and session and \
-            session.principal.may("certificate"):
+            auth.may(session.principal, "certificate"):
         return f"/console/forget-requests/{row.id}/certificate"
     return None
 
@@ -595,50 +623,21 @@ def _chain_status(session) -> dict | None:
 
 
 @data.get("/audit/export")
-def audit_export(request: Request, format: Annotated[str, Query(pattern="^(jsonl|csv)$")] = "jsonl",
+def audit_export(request: Request,
+                 format: Annotated[ExportFormat, Query()] = ExportFormat.jsonl,
                  action: AuditQuery = None, actor: AuditQuery = None,
                  subject_reference: AuditQuery = None, model_version: AuditQuery = None,
                  forget_request_id: AuditQuery = None, since: AuditQuery = None,
                  until: AuditQuery = None) -> StreamingResponse:
+    """The API's export (app/audit/export.py: chain order, hashes, the CSV formula guard),
+    narrowed to the page's filters."""
     auth.require(request, "audit")
     filters = _audit_filter(action, actor, subject_reference, model_version, forget_request_id,
                             since, until)
-    ctx = _ctx(request)
-    columns = ("id", "created_at", "actor", "action", "subject_reference", "forget_request_id",
-               "model_name", "model_version", "details")
-
-    def entries() -> Iterator[dict]:
-        before_id = None
-        while True:
-            with ctx.db.session() as session:
-                rows, before_id = audit_service.query(session, filters, 500, before_id)
-                page = [{column: getattr(row, column) for column in columns} for row in rows]
-            for item in page:
-                item["created_at"] = item["created_at"].isoformat()
-                yield item
-            if before_id is None:
-                return
-
-    def jsonl() -> Iterator[str]:
-        for item in entries():
-            yield json.dumps(item, sort_keys=True) + "\n"
-
-    def as_csv() -> Iterator[str]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(columns)
-        for item in entries():
-            item["details"] = json.dumps(item["details"], sort_keys=True)
-            writer.writerow([item[column] for column in columns])
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-        yield buffer.getvalue()
-
-    media = "application/x-ndjson" if format == "jsonl" else "text/csv"
-    return StreamingResponse(jsonl() if format == "jsonl" else as_csv(), media_type=media,
-                             headers={"Content-Disposition":
-                                      f'attachment; filename="audit-log.{format}"'})
+    media = export.JSONL_TYPE if format is ExportFormat.jsonl else export.CSV_TYPE
+    return StreamingResponse(
+        export.stream(_ctx(request).db, format, filters=filters), media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="audit-log.{format.value}"'})
 
 
 # ---------------------------------------------------------------- try it
@@ -679,6 +678,14 @@ def try_predict(request: Request, body: TryRequest) -> JSONResponse:
         with ctx.db.session() as db_session:
             version = registry_service.get_version(db_session, _model_name(request), number,
                                                    f"versions[{position}]")
+        # As /predict: 410 from a purged version, 409 from a superseded one for client
+        # keys (admins may still compare against it, audited).
+        try:
+            check_servable(ctx.db, version, session.principal.roles, _actor(session),
+                           len(body.instances))
+        except ServiceError as error:
+            error.field = f"versions[{position}]"
+            raise
         model = ctx.models.get(version)
         batch = prediction_service.batch_from_instances(body.instances, 1,
                                                         model.spec.image_shape)

@@ -13,12 +13,7 @@ from torch import nn
 
 from app.evaluation.features import FeatureCache
 from app.evaluation.membership import request_membership, softmax_entropy
-from app.evaluation.metrics import (
-    Outcomes,
-    forgetting_efficiency,
-    outcome_metrics,
-    retention_score,
-)
+from app.evaluation.metrics import Outcomes, outcome_metrics, paper_scores
 from app.ml.data import ImageData
 from app.architectures.base import ImageClassifier
 from app.ml.device import to_device
@@ -101,13 +96,7 @@ class Evaluator:
             )
             for name in NAMED_SETS
         }
-        forget, retain = result["forget"], result["retain"]
-        result["forgetting_efficiency"] = (
-            forgetting_efficiency(forget["accuracy"], forget["loss"]) if forget else None
-        )
-        result["retention_score"] = (
-            retention_score(retain["accuracy"], retain["loss"]) if retain else None
-        )
+        result.update(paper_scores(result["forget"], result["retain"]))
         result["membership_inference"] = request_membership(
             outcomes.train_entropy, outcomes.train.loss, outcomes.test_entropy,
             outcomes.test.loss, masks["forget"], masks["retain"], masks["test_forget"],
