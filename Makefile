@@ -8,6 +8,10 @@ BIN := $(VENV)/bin
 # MNIST: an explicit UNLEARN_DATA_DIR wins; else a shared copy beside the checkout (our
 # machines have no internet); else ./data, where torchvision downloads it.
 export UNLEARN_DATA_DIR ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../shared/data),./data)
+# `make run`/`make serve` serve plain HTTP on $(HOST): the console's cookies are Secure
+# by default, which browsers only keep over HTTPS (docs/console.md). Behind HTTPS, set
+# UNLEARN_CONSOLE_SECURE_COOKIE=true (or leave it unset outside make).
+export UNLEARN_CONSOLE_SECURE_COOKIE ?= false
 
 .PHONY: run test lint install install-dev migrate bootstrap serve worker bench clean
 

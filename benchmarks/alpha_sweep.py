@@ -18,7 +18,7 @@ import copy
 import numpy as np
 from _common import RESULTS, base_version, fresh_context, write_result
 
-from app.evaluation.metrics import forgetting_efficiency, outcome_metrics, retention_score
+from app.evaluation.metrics import outcome_metrics, paper_scores
 from app.evaluation.service import named_set_masks
 from app.unlearning.base import ForgetTarget
 from app.unlearning.output_dampening import dampen_output_layer
@@ -55,11 +55,11 @@ def main() -> None:
         paper_r = outcome_metrics(outcomes.train, ~paper_forget)
         named = {name: outcome_metrics(outcomes.test if name.startswith("test") else outcomes.train,
                                        mask) for name, mask in ours.items()}
+        scores = paper_scores(paper_f, paper_r)
         rows.append({
             "alpha": alpha,
             "paper": (paper_f["accuracy"], paper_r["accuracy"], paper_f["loss"], paper_r["loss"]),
-            "fe": forgetting_efficiency(paper_f["accuracy"], paper_f["loss"]),
-            "rs": retention_score(paper_r["accuracy"], paper_r["loss"]),
+            "fe": scores["forgetting_efficiency"], "rs": scores["retention_score"],
             "named": {k: (v["accuracy"], v["loss"]) for k, v in named.items()},
         })
 

@@ -16,13 +16,13 @@ from app.auth.throttle import Throttle
 from app.core.config import ConfigError, load_settings
 from app.main import create_app
 from tests.conftest import api_key
-from tests.test_console import hidden
+from tests.test_console import CONSOLE_URL, hidden
 
 
 def _client(ctx, **limits) -> TestClient:
     settings = ctx.settings.model_copy(update=limits)
     return TestClient(create_app(dataclasses.replace(ctx, settings=settings)),
-                      follow_redirects=False)
+                      base_url=CONSOLE_URL, follow_redirects=False)
 
 
 def _wrong(prefix: str = "ulk_") -> str:

@@ -14,13 +14,15 @@ from app.main import create_app
 from tests.conftest import api_key, forget_body
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The console's cookies are Secure by default: a client keeps them over HTTPS only.
+CONSOLE_URL = "https://testserver"
 
 
 @pytest.fixture
 def console(ctx):
     """A browser-like client of the console (cookies, no Authorization header), with an
     admin key to log in with."""
-    with TestClient(create_app(ctx), follow_redirects=False) as client:
+    with TestClient(create_app(ctx), base_url=CONSOLE_URL, follow_redirects=False) as client:
         client.admin_key = api_key(ctx, "admin", name="console-admin")
         yield client
 
@@ -78,7 +80,7 @@ def test_pages_need_a_login_and_the_right_key(console):
     cookie = accepted.headers["set-cookie"]
     assert f"{auth.SESSION_COOKIE}=" in cookie
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
-    assert "Path=/console" in cookie
+    assert "Path=/console" in cookie and "Secure" in cookie
     page = console.get("/console/models")
     assert page.status_code == 200
     assert "v1" in page.text and "production" in page.text
@@ -94,19 +96,130 @@ def test_login_needs_its_form_token_and_redirects_only_inside_the_console(consol
     assert outside.headers["location"] == "/console/"
 
 
-def test_tampered_or_expired_cookie_is_a_logged_out_caller(console, monkeypatch):
+def _session_rows(ctx):
+    from sqlalchemy import select
+
+    from app.console.models import ConsoleSession
+
+    with ctx.db.session() as session:
+        return list(session.scalars(select(ConsoleSession)))
+
+
+def test_the_cookie_holds_an_opaque_token_stored_only_as_its_hash(console, ctx):
+    """Issue 15 finding 5: the cookie held the API key itself (signed, not encrypted)."""
+    import hashlib
+
     log_in(console)
-    value = console.cookies.get(auth.SESSION_COOKIE)
-    payload, signature = value.split(".")
-    console.cookies.set(auth.SESSION_COOKIE, payload + "." + signature[::-1], path="/console")
+    token = console.cookies.get(auth.SESSION_COOKIE)
+    assert console.admin_key not in token
+    key_secret = console.admin_key.split("_", 1)[1]
+    assert key_secret not in token and key_secret[:16] not in token
+    [row] = _session_rows(ctx)
+    assert row.token_hash == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in (row.token_hash, row.api_key_id)
+    assert row.expires_at > row.created_at and row.revoked_at is None
+
+
+def test_tampered_or_expired_session_is_a_logged_out_caller(console, ctx):
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from app.console.models import ConsoleSession
+
+    log_in(console)
+    token = console.cookies.get(auth.SESSION_COOKIE)
+    console.cookies.set(auth.SESSION_COOKIE, token[::-1], path="/console")
+    assert console.get("/console/models").status_code == 303
+    console.cookies.set(auth.SESSION_COOKIE, "x" * 5000, path="/console")
     assert console.get("/console/models").status_code == 303
 
     console.cookies.clear()
     log_in(console)
     assert console.get("/console/models").status_code == 200
-    monkeypatch.setattr(console.app.state.console.signer, "max_age_s", 0.0)
-    time.sleep(1.1)  # the cookie's timestamp has one-second resolution
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+    with ctx.db.session() as session:
+        session.execute(update(ConsoleSession).values(expires_at=past))
     assert console.get("/console/models").status_code == 303
+    # The next login clears expired sessions away.
+    console.cookies.clear()
+    log_in(console)
+    assert len(_session_rows(ctx)) == 1
+
+
+def test_logout_ends_the_session_and_a_replayed_cookie_is_refused(console, ctx):
+    """Issue 15 finding 5: the signed cookie stayed valid after logout for 8 hours."""
+    log_in(console)
+    token = console.cookies.get(auth.SESSION_COOKIE)
+    out = console.post("/console/logout", data={"csrf_token": csrf_of(console)})
+    assert out.status_code == 303
+    [row] = _session_rows(ctx)
+    assert row.revoked_at is not None
+    console.cookies.set(auth.SESSION_COOKIE, token, path="/console")  # the old cookie, replayed
+    assert console.get("/console/models").status_code == 303
+    assert console.get("/console/forget-requests/x/status").status_code == 401
+
+
+@pytest.mark.parametrize("how", ["api", "cli"])
+def test_revoking_the_key_ends_its_console_sessions(console, client, ctx, how):
+    from app.auth.service import key_id_of, revoke_key
+
+    key = api_key(ctx, "auditor", name="leaving-auditor")
+    log_in(console, key)
+    assert console.get("/console/audit").status_code == 200
+    if how == "api":
+        assert client.post(f"/keys/{key_id_of(key)}/revoke").status_code == 200
+    else:  # what `unlearn keys revoke` calls
+        with ctx.db.session() as session:
+            revoke_key(session, "leaving-auditor", "cli")
+    assert console.get("/console/audit").status_code == 303
+
+
+def test_an_expired_key_ends_its_console_sessions(console, ctx):
+    import datetime as dt
+
+    from app.auth.models import ApiKey
+    from app.auth.service import key_id_of
+
+    key = api_key(ctx, "auditor", name="temporary-auditor")
+    log_in(console, key)
+    assert console.get("/console/audit").status_code == 200
+    with ctx.db.session() as session:
+        session.get(ApiKey, key_id_of(key)).expires_at = (
+            dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1))
+    assert console.get("/console/audit").status_code == 303
+
+
+def test_plain_http_needs_the_documented_opt_out(ctx, monkeypatch):
+    """Secure by default: over plain HTTP the login page says why the login will not hold;
+    UNLEARN_CONSOLE_SECURE_COOKIE=false (what `make run` sets) lets it work there."""
+    key = api_key(ctx, "admin", name="local-admin")
+    with TestClient(create_app(ctx), base_url="http://testserver",
+                    follow_redirects=False) as plain:
+        assert 'id="insecure-transport"' in plain.get("/console/login").text
+        plain.admin_key = key
+        refused = log_in(plain)  # the Secure login-form cookie did not come back
+        assert refused.status_code == 403 and auth.SESSION_COOKIE not in refused.cookies
+        assert 'id="insecure-transport"' in refused.text
+    monkeypatch.setenv("UNLEARN_CONSOLE_SECURE_COOKIE", "false")
+    with TestClient(create_app(ctx), base_url="http://testserver",
+                    follow_redirects=False) as plain:
+        assert 'id="insecure-transport"' not in plain.get("/console/login").text
+        plain.admin_key = key
+        accepted = log_in(plain)
+        assert "Secure" not in accepted.headers["set-cookie"]
+        assert "HttpOnly" in accepted.headers["set-cookie"]
+        assert plain.get("/console/models").status_code == 200
+    with TestClient(create_app(ctx), base_url=CONSOLE_URL) as secure:
+        assert 'id="insecure-transport"' not in secure.get("/console/login").text
+
+
+def test_make_run_serves_the_console_with_the_plain_http_opt_out():
+    """`make run` serves plain HTTP on 127.0.0.1: its console login must hold there."""
+    from tests.conftest import ROOT
+
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^export UNLEARN_CONSOLE_SECURE_COOKIE \?= false$", makefile, re.M)
 
 
 def test_posts_without_the_csrf_token_are_refused(console, client):
@@ -199,7 +312,7 @@ def test_file_a_request_through_the_form_and_review_it(console, client):
     lines = exported.text.strip().splitlines()
     assert len(lines) == 3 and all(request_id in line for line in lines)
     as_csv = console.get("/console/audit/export", params={"format": "csv"})
-    assert as_csv.text.splitlines()[0].startswith("id,created_at,actor,action")
+    assert as_csv.text.splitlines()[0].startswith("id,seq,created_at,actor,action")
 
     # The signed erasure certificate, through the console's session.
     assert f'href="/console/forget-requests/{request_id}/certificate"' in page.text
@@ -420,3 +533,48 @@ def test_an_auditor_reads_but_cannot_file(console, client, ctx):
     assert refused.status_code == 403
     assert client.get("/forget-requests").json()["items"] == []
     assert console.get("/console/try").status_code == 403
+
+
+def test_the_console_export_is_the_audit_export_with_its_formula_guard(console, ctx):
+    """Issue 13: the console re-implemented the export without the CSV formula guard of
+    app/audit/export.py, so an actor like this one ran as a formula in a spreadsheet."""
+    import csv
+    import io
+
+    from app.audit.service import AuditAction, record
+
+    evil = "=cmd|' /C calc'!A0"
+    with ctx.db.session() as session:
+        record(session, AuditAction.version_promoted, evil, model_name=ctx.model_name,
+               model_version=1, details={"note": "+1+1"})
+    log_in(console)
+    exported = console.get("/console/audit/export", params={"format": "csv", "actor": evil})
+    assert exported.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [row["actor"] for row in rows] == ["'" + evil]
+    assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows
+                   for cell in row.values() if cell)
+    # The same bytes as the API's export of the same entries (the one export).
+    api = TestClient(console.app).get(
+        "/audit-log/export", params={"format": "csv"},
+        headers={"Authorization": f"Bearer {console.admin_key}"})
+    assert "'" + evil in api.text and exported.text.splitlines()[1] in api.text.splitlines()
+
+
+def test_a_double_submitted_form_files_one_request(console, client):
+    """Issue 13: console filing went around the API's idempotent filing; the form now
+    carries an idempotency key, made when it renders, through submit_request."""
+    log_in(console)
+    form = console.get("/console/forget-requests/new").text
+    key = hidden(form, "idempotency_key")
+    assert key and key != hidden(console.get("/console/forget-requests/new").text,
+                                 "idempotency_key")
+    first = file_via_form(console, idempotency_key=key)
+    second = file_via_form(console, idempotency_key=key)
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"] == second.headers["location"]
+    assert len(client.get("/forget-requests").json()["items"]) == 1
+    # The same key with another body is the API's conflict, shown on the form.
+    other = file_via_form(console, idempotency_key=key, classes=["3"])
+    assert other.status_code == 409 and 'id="request-form"' in other.text
+    assert len(client.get("/forget-requests").json()["items"]) == 1

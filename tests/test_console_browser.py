@@ -93,7 +93,10 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_console(ctx):
+def live_console(ctx, monkeypatch):
+    # Served over plain HTTP on loopback, as `make run` does: the documented opt-out from
+    # Secure cookies (docs/console.md) is what lets a browser keep the session there.
+    monkeypatch.setenv("UNLEARN_CONSOLE_SECURE_COOKIE", "false")
     with LiveServer(create_app(ctx)) as server:
         server.admin_key = api_key(ctx, "admin", name="browser-admin")
         yield server
@@ -260,8 +263,11 @@ def test_review_flow_in_a_real_browser(live_console, page, monkeypatch, small_da
     actions = page.eval_on_selector_all(
         f"#audit-list tr[data-request-id='{request_id}']",
         "rows => rows.map(r => r.dataset.action)")
+    # Version 1 holds the erased class: the admin's two Try-it comparisons against it are
+    # audited under the request, as /predict audits them (issue 10).
     assert sorted(actions) == ["forget_request.completed", "forget_request.received",
-                               "forget_request.started"]
+                               "forget_request.started", "prediction.superseded_version",
+                               "prediction.superseded_version"]
     page.goto(f"{base}/console/audit")
     screenshot(page, "audit-log", for_docs=True)
     page.goto(f"{base}/console/forget-requests")

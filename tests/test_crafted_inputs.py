@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from tests.conftest import api_key, forget_body
-from tests.test_console import log_in
+from tests.test_console import CONSOLE_URL, log_in
 
 
 def _cursor(value) -> str:
@@ -143,7 +143,7 @@ CONSOLE_CORPUS = [
 
 
 def test_crafted_console_inputs_are_refused_with_4xx(ctx):
-    with TestClient(create_app(ctx), follow_redirects=False,
+    with TestClient(create_app(ctx), base_url=CONSOLE_URL, follow_redirects=False,
                     raise_server_exceptions=False) as console:
         console.admin_key = api_key(ctx, "admin", name="console-admin")
         assert log_in(console).status_code == 303

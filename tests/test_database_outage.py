@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from app.db.retry import retry_transient
 from app.forgetting.models import ForgetRequest
 from app.main import create_app
-from tests.test_console import log_in
+from tests.test_console import CONSOLE_URL, log_in
 from tests.conftest import (
     _drop_postgres_database,
     _postgres_database,
@@ -116,7 +116,7 @@ def test_every_route_answers_503_while_the_database_is_away(outage):
     ctx, proxy = outage
     token = api_key(ctx, name="admin")
     admin = {"Authorization": f"Bearer {token}"}
-    with TestClient(create_app(ctx, start_worker=False), headers=admin,
+    with TestClient(create_app(ctx, start_worker=False), headers=admin, base_url=CONSOLE_URL,
                     follow_redirects=False) as client:
         client.admin_key = token
         assert log_in(client).status_code == 303  # a console session, for its pages

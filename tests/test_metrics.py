@@ -37,3 +37,12 @@ def test_paper_scores_and_zero_loss_guard():
     assert forgetting_efficiency(1.0, 0.0) is None
     assert retention_score(1.0, 0.0) is None
     assert retention_score(1.0, float("nan")) is None
+
+
+def test_one_function_gives_the_paper_scores_from_set_metrics():
+    from app.evaluation.metrics import paper_scores
+
+    scores = paper_scores({"accuracy": 0.121, "loss": 1.78}, {"accuracy": 0.9, "loss": 0.3})
+    assert scores == {"forgetting_efficiency": pytest.approx((1 - 0.121) / 1.78),
+                      "retention_score": pytest.approx(0.9 / 0.3)}
+    assert paper_scores(None, None) == {"forgetting_efficiency": None, "retention_score": None}

@@ -89,9 +89,9 @@ def test_console_routes_never_give_server_errors(ctx):
 
     from app.main import create_app
     from tests.conftest import api_key
-    from tests.test_console import csrf_of, log_in
+    from tests.test_console import CONSOLE_URL, csrf_of, log_in
 
-    with TestClient(create_app(ctx), follow_redirects=False) as console:
+    with TestClient(create_app(ctx), base_url=CONSOLE_URL, follow_redirects=False) as console:
         console.admin_key = api_key(ctx, "admin", name="fuzz-console-admin")
         assert log_in(console).status_code == 303
         cookie = "; ".join(f"{name}={value}" for name, value in console.cookies.items())

@@ -5,6 +5,7 @@ owning samples of overlapping classes (as a manifest's subject_id column would).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -21,7 +22,7 @@ from app.main import create_app
 from app.registry.models import ModelVersion
 from app.subjects.purge import PurgeScheduler, purge_superseded
 from app.unlearning.base import ForgetTarget
-from tests.test_console import log_in
+from tests.test_console import CONSOLE_URL, log_in
 from tests.conftest import api_key, authorized, forget_body, make_ctx, make_settings
 
 # These tests are about subjects and supersession, not about evidence: the lineages have
@@ -109,7 +110,8 @@ def test_subject_is_forgotten_and_never_stored_in_clear(people_ctx, people, tmp_
         assert bob["versions_including"] == [1, 2] and bob["forget_requests"] == []
 
         # The console's lineage view says the same.
-        with TestClient(create_app(people_ctx), follow_redirects=False) as browser:
+        with TestClient(create_app(people_ctx), base_url=CONSOLE_URL,
+                            follow_redirects=False) as browser:
             browser.admin_key = api_key(people_ctx, "admin", name="console-admin")
             log_in(browser)
             lineage = browser.get("/console/models").text
@@ -350,3 +352,49 @@ def test_versions_purge_cli(people_ctx, monkeypatch):
     assert purged.exit_code == 0, purged.output
     assert "purged version 1 of 'mnist-cnn'" in purged.output
     get_settings.cache_clear()
+
+
+def test_console_try_it_refuses_superseded_and_purged_versions(people_ctx, people):
+    """Issue 10 leftover: the console's Try it answered from any version; it now refuses
+    them as /predict does, through the same check (409 superseded to client keys, 410
+    purged to everyone)."""
+    from tests.test_console import csrf_of
+
+    data, _ = people
+    image = data.test_images[0, 0].tolist()
+    with _client(people_ctx) as client:
+        done = client.post("/forget-requests?wait=true", json=subject_body()).json()
+        assert done["status"] == "completed", done["error"]
+        new = done["result_version"]
+        consoles = {}
+        stack = contextlib.ExitStack()
+        for role in ("client", "admin"):
+            browser = stack.enter_context(TestClient(create_app(people_ctx), base_url=CONSOLE_URL,
+                                                     follow_redirects=False))
+            browser.admin_key = api_key(people_ctx, role, name=f"console-{role}")
+            assert log_in(browser).status_code == 303
+            consoles[role] = (browser, csrf_of(browser, "/console/try"))
+
+        def try_it(role, version):
+            browser, token = consoles[role]
+            return browser.post("/console/try/predict",
+                                json={"versions": [version], "instances": [image]},
+                                headers={"x-csrf-token": token})
+
+        refused = try_it("client", 1)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["field"] == "versions[0]"
+        assert f"use version {new}" in refused.json()["error"]["message"]
+        assert try_it("client", new).status_code == 200
+        assert try_it("admin", 1).status_code == 200  # a before/after comparison, audited
+        entries = client.get("/audit-log",
+                             params={"action": "prediction.superseded_version"}).json()["items"]
+        assert [e["actor"] for e in entries] == ["console-admin"]
+
+        assert client.post(f"/models/{new}/promote").status_code == 200  # then purgeable
+        assert purge_superseded(people_ctx, 0, "test") == [("mnist-cnn", 1)]
+        for role in ("client", "admin"):
+            gone = try_it(role, 1)
+            assert gone.status_code == 410, gone.text
+            assert gone.json()["error"]["code"] == "gone"
+        stack.close()

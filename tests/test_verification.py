@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from tests.conftest import api_key, forget_body
-from tests.test_console import log_in
+from tests.test_console import CONSOLE_URL, log_in
 
 
 def _criterion(request: dict, name: str) -> dict:
@@ -49,7 +49,7 @@ def test_request_failing_its_criteria_is_unverified_and_never_certified(client, 
     assert entry["details"]["verification"]["failed"] == ["forget_class_test_accuracy"]
     assert client.get("/forget-requests", params={"status": "unverified"}).json()["items"]
 
-    with TestClient(create_app(ctx), follow_redirects=False) as console:
+    with TestClient(create_app(ctx), base_url=CONSOLE_URL, follow_redirects=False) as console:
         console.admin_key = api_key(ctx, "admin", name="console-admin")
         log_in(console)
         page = console.get(f"/console/forget-requests/{request['id']}")

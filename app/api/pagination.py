@@ -42,6 +42,12 @@ def decode_id_cursor(cursor: str | None) -> int | None:
     return value
 
 
+def encode_time_id_cursor(moment: dt.datetime, identifier: str) -> str:
+    """The cursor ``decode_time_id_cursor`` reads: lists ordered by (time, id), newest first
+    (forget requests, in the API and the console alike)."""
+    return encode_cursor([moment.isoformat(), identifier])
+
+
 def decode_time_id_cursor(cursor: str | None) -> tuple[dt.datetime, str] | None:
     """A cursor holding [timezone-aware ISO timestamp, string id]."""
     value = decode_cursor(cursor)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from app.audit.chain import canonical_json, timestamp_text
-from app.audit.service import RECORD_COLUMNS, iter_records
+from app.audit.service import RECORD_COLUMNS, AuditFilter, iter_records
 from app.db.session import Database
 
 JSONL_TYPE = "application/x-ndjson"
@@ -40,14 +40,17 @@ def _csv_cell(value: Any) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
-def stream(db: Database, format: ExportFormat, batch_size: int = 500) -> Iterator[bytes]:
-    """Yields the export in chunks; its own session, read in batches, so memory stays flat."""
+def stream(db: Database, format: ExportFormat, batch_size: int = 500,
+           filters: AuditFilter | None = None) -> Iterator[bytes]:
+    """Yields the export in chunks; its own session, read in batches, so memory stays flat.
+    With ``filters``, only the entries they admit (the console's filtered export)."""
     with db.session() as session:
         if format is ExportFormat.csv:
             buffer = io.StringIO()
             writer = csv.writer(buffer)
             writer.writerow(RECORD_COLUMNS)
-            for count, record in enumerate(iter_records(session, batch_size), 1):
+            records = iter_records(session, batch_size, filters=filters)
+            for count, record in enumerate(records, 1):
                 record = _plain(record)
                 writer.writerow([_csv_cell(record[name]) for name in RECORD_COLUMNS])
                 if count % batch_size == 0:
@@ -57,7 +60,7 @@ def stream(db: Database, format: ExportFormat, batch_size: int = 500) -> Iterato
             yield buffer.getvalue().encode("utf-8")
             return
         lines: list[str] = []
-        for record in iter_records(session, batch_size):
+        for record in iter_records(session, batch_size, filters=filters):
             lines.append(json.dumps(_plain(record), ensure_ascii=False, allow_nan=False))
             if len(lines) >= batch_size:
                 yield ("\n".join(lines) + "\n").encode("utf-8")

@@ -131,9 +131,10 @@ RECORD_COLUMNS = ("id", "seq", "created_at", "actor", "action", "subject_referen
 
 
 def iter_records(session: Session, batch_size: int = 500,
-                 forget_request_id: str | None = None) -> Iterator[dict[str, Any]]:
+                 forget_request_id: str | None = None,
+                 filters: AuditFilter | None = None) -> Iterator[dict[str, Any]]:
     """Entries as dicts in chain order, read in batches (keyset on seq) so that memory
-    stays flat however long the log is."""
+    stays flat however long the log is; only those ``filters`` admit, when given."""
     columns = [getattr(AuditEntry, name) for name in RECORD_COLUMNS]
     last = 0
     while True:
@@ -141,6 +142,8 @@ def iter_records(session: Session, batch_size: int = 500,
                      .order_by(AuditEntry.seq).limit(batch_size))
         if forget_request_id is not None:
             statement = statement.where(AuditEntry.forget_request_id == forget_request_id)
+        if filters is not None:
+            statement = filtered(statement, filters)
         batch = [dict(row) for row in session.execute(statement).mappings()]
         if not batch:
             return
@@ -164,12 +167,8 @@ class AuditFilter:
     forget_request_id: str | None = None
 
 
-def query(session: Session, filters: AuditFilter, limit: int,
-          before_id: int | None = None) -> tuple[list[AuditEntry], int | None]:
-    """Newest first; returns the page and the cursor (an entry id) for the next page."""
-    statement = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit + 1)
-    if before_id is not None:
-        statement = statement.where(AuditEntry.id < before_id)
+def filtered(statement: Any, filters: AuditFilter) -> Any:
+    """``statement`` (a select over audit entries) narrowed to what ``filters`` admit."""
     if filters.since is not None:
         statement = statement.where(AuditEntry.created_at >= filters.since)
     if filters.until is not None:
@@ -183,7 +182,16 @@ def query(session: Session, filters: AuditFilter, limit: int,
     ):
         if value is not None:
             statement = statement.where(column == value)
-    rows = list(session.scalars(statement))
+    return statement
+
+
+def query(session: Session, filters: AuditFilter, limit: int,
+          before_id: int | None = None) -> tuple[list[AuditEntry], int | None]:
+    """Newest first; returns the page and the cursor (an entry id) for the next page."""
+    statement = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit + 1)
+    if before_id is not None:
+        statement = statement.where(AuditEntry.id < before_id)
+    rows = list(session.scalars(filtered(statement, filters)))
     if len(rows) > limit:
         return rows[:limit], rows[limit - 1].id
     return rows, None

@@ -1,138 +1,72 @@
-"""Console access: log in with an API key, keep it in a signed session cookie, check CSRF
-tokens on every state-changing request, and answer one question for the pages: which
-roles does this caller hold?
+"""Console access: log in with an API key, keep a server-side session, check CSRF tokens
+on every state-changing request, and answer one question for the pages: which roles does
+this caller hold?
 
-The cookie is HttpOnly (page scripts cannot read it) and SameSite=Strict (browsers do not
-send it with requests started by other sites). It holds the key itself, signed, so that
-each request re-checks the key: a revoked key stops working in the console at once. A
-per-session random CSRF token travels in the cookie and in every form; a POST whose form
-(or ``X-CSRF-Token`` header) does not carry it is refused.
+The cookie holds only an opaque random token; the database keeps its sha256 with the key
+it belongs to and its expiry (app/console/sessions.py). Each request looks the session up
+and re-checks its key, so logout, expiry and revoking the key all end it at once. The
+cookie is HttpOnly (page scripts cannot read it), SameSite=Strict (browsers do not send it
+with requests started by other sites) and Secure unless UNLEARN_CONSOLE_SECURE_COOKIE=false
+(plain-HTTP local use). A per-session CSRF token, derived from the session token, travels
+in every form; a POST whose form (or ``X-CSRF-Token`` header) does not carry it is refused.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import datetime as dt
 import hmac
-import json
-import os
 import secrets
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastapi import Request
 
-from app.auth.service import Role, authenticate
-from app.console.settings import ConsoleSettings
+from app.auth.service import Principal, Role, authenticate
+from app.console import sessions
+from app.core.errors import ForbiddenError
 from app.console.state import console_state
 
 SESSION_COOKIE = "unlearn_console"
 LOGIN_COOKIE = "unlearn_console_login"
 COOKIE_PATH = "/console"
 
-# The roles of the API keys (app/auth).
-ROLES = tuple(role.value for role in Role)
-
-# Which roles may see each part of the console. One table, so that the pages, the
-# navigation and the tests agree. Admin sees everything.
-PAGE_ROLES: dict[str, frozenset[str]] = {
-    "models": frozenset({"admin", "privacy_officer", "auditor", "client"}),
-    "version": frozenset({"admin", "privacy_officer", "auditor"}),
-    "requests": frozenset({"admin", "privacy_officer", "auditor"}),
-    "file_request": frozenset({"admin", "privacy_officer"}),
-    "audit": frozenset({"admin", "auditor"}),
-    "certificate": frozenset({"admin", "privacy_officer", "auditor"}),
-    "try": frozenset({"admin", "client"}),
-    "sweep": frozenset({"admin", "privacy_officer", "auditor"}),
+# Which of app/auth's roles each page needs: the roles of the API route the page shows
+# (GET /models, GET /forget-requests, POST /forget-requests, GET /audit-log, the
+# certificate route; the α sweep reads what a request's page reads), narrower where the
+# console shows less: a version's plots are for reviewers, and "try" is predictions for
+# client keys (auditors compare versions through the API). Admin passes every check
+# through app.auth's own rule (Principal.has_any), as on the API.
+ANYONE = frozenset(Role)
+READERS = frozenset({Role.privacy_officer, Role.auditor})
+PAGE_ROLES: dict[str, frozenset[Role]] = {
+    "models": ANYONE,
+    "version": READERS,
+    "requests": READERS,
+    "file_request": frozenset({Role.privacy_officer}),
+    "audit": frozenset({Role.auditor}),
+    "certificate": READERS,
+    "try": frozenset({Role.client}),
+    "sweep": READERS,
 }
+
+
+def may(principal: Principal, page: str) -> bool:
+    """Whether ``principal`` (app.auth's) may see ``page``."""
+    return principal.has_any(frozenset(role.value for role in PAGE_ROLES[page]))
 
 
 class LoginRequired(Exception):
     """No valid session: the page redirects to the login form."""
 
 
-class Forbidden(Exception):
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
-@dataclass(frozen=True)
-class Principal:
-    name: str
-    roles: frozenset[str]
-
-    def may(self, page: str) -> bool:
-        return bool(self.roles & PAGE_ROLES[page])
+class Forbidden(ForbiddenError):
+    """The caller's key lacks the page's role, or a CSRF/origin check failed: 403."""
 
 
 @dataclass(frozen=True)
 class Session:
     principal: Principal
     csrf_token: str
-
-
-class SessionSigner:
-    """Signs and checks the session cookie's payload with HMAC-SHA256."""
-
-    def __init__(self, secret: bytes, max_age_s: float):
-        self._secret = secret
-        self.max_age_s = max_age_s
-
-    def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._secret, payload, hashlib.sha256).digest()
-
-    def dumps(self, data: dict) -> str:
-        payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
-        return f"{_b64(payload)}.{_b64(self._mac(payload))}"
-
-    def loads(self, value: str) -> dict | None:
-        try:
-            encoded, signature = value.split(".", 1)
-            payload = _unb64(encoded)
-            if not hmac.compare_digest(_unb64(signature), self._mac(payload)):
-                return None
-            data = json.loads(payload)
-        except (ValueError, TypeError):
-            return None
-        if not isinstance(data, dict) or not isinstance(data.get("t"), (int, float)):
-            return None
-        if time.time() - data["t"] > self.max_age_s:
-            return None
-        return data
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def load_or_create_secret(settings: ConsoleSettings, directory: Path) -> bytes:
-    """The configured secret, or one created once under ``directory`` (mode 0600) so that
-    sessions survive restarts and every uvicorn worker process accepts them."""
-    if settings.console_secret:
-        return settings.console_secret.encode()
-    path = Path(directory) / "console-session.key"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        existing = path.read_bytes().strip()
-        if len(existing) >= 32:
-            return existing
-        path.unlink(missing_ok=True)  # empty or truncated by a crash: make a new one
-        return load_or_create_secret(settings, directory)
-    secret = secrets.token_hex(32).encode()
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(secret)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return secret
 
 
 def authenticate_key(request: Request, key: str, login: bool = False) -> Principal | None:
@@ -153,23 +87,23 @@ def authenticate_key(request: Request, key: str, login: bool = False) -> Princip
     else:
         with request.app.state.ctx.db.session() as session:
             principal = authenticate(session, key)
-    if principal is None:
-        return None
-    return Principal(name=principal.name, roles=frozenset(principal.roles))
+    return principal
 
 
 def current_session(request: Request) -> Session | None:
-    """The caller's session, re-checking the key on every request; None if absent or bad."""
+    """The caller's live server-side session, looked up on every request; None if there
+    is no cookie, or its session is unknown, expired, logged out or its key revoked."""
     cached = getattr(request.state, "console_session", False)
     if cached is not False:
         return cached
     session = None
-    raw = request.cookies.get(SESSION_COOKIE)
-    data = console_state(request).signer.loads(raw) if raw else None
-    if data and isinstance(data.get("k"), str) and isinstance(data.get("c"), str):
-        principal = authenticate_key(request, data["k"])
-        if principal is not None:
-            session = Session(principal=principal, csrf_token=data["c"])
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        with request.app.state.ctx.db.session() as db_session:
+            live = sessions.find_session(db_session, token)
+        if live is not None:
+            session = Session(Principal(key_id=live.key_id, name=live.name,
+                                        roles=live.roles), csrf_token=live.csrf_token)
     request.state.console_session = session
     return session
 
@@ -184,16 +118,30 @@ def require(request: Request, page: str) -> Session:
     session = current_session(request)
     if session is None:
         raise LoginRequired()
-    if not session.principal.may(page):
-        allowed = ", ".join(sorted(PAGE_ROLES[page]))
+    if not may(session.principal, page):
+        allowed = ", ".join(sorted({role.value for role in PAGE_ROLES[page]} | {"admin"}))
         held = ", ".join(sorted(session.principal.roles)) or "none"
         raise Forbidden(f"this page needs one of the roles {allowed}; your key holds {held}")
     return session
 
 
-def new_session_cookie(request: Request, key: str) -> str:
-    signer: SessionSigner = console_state(request).signer
-    return signer.dumps({"k": key, "c": secrets.token_urlsafe(32), "t": int(time.time())})
+def session_lifetime(request: Request) -> dt.timedelta:
+    return dt.timedelta(hours=console_state(request).settings.console_session_hours)
+
+
+def start_session(request: Request, principal: Principal) -> str:
+    """A new server-side session for a logged-in key; returns the cookie's token."""
+    with request.app.state.ctx.db.session() as db_session:
+        return sessions.start_session(db_session, principal.key_id, session_lifetime(request))
+
+
+def end_session(request: Request) -> None:
+    """Logout: revoke the cookie's session, so that the cookie, replayed, opens nothing."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        with request.app.state.ctx.db.session() as db_session:
+            sessions.end_session(db_session, token)
+    request.state.console_session = None
 
 
 def new_login_token() -> str:

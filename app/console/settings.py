@@ -12,11 +12,10 @@ from app.core.config import ENV_PREFIX
 class ConsoleSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    console_secret: str | None = Field(
-        default=None, min_length=32,
-        description="Key that signs console session cookies. Unset: a random key is "
-        "created once under the cache directory and reused by every process.",
-    )
-    console_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
+    console_session_hours: float = Field(
+        default=8.0, gt=0, le=24 * 30,
+        description="How long a console login lasts (logout or revoking the key ends it "
+        "sooner).")
     console_secure_cookie: bool = Field(
-        default=False, description="Mark the session cookie Secure (serve over HTTPS).")
+        default=True, description="Mark the console's cookies Secure: browsers send them "
+        "over HTTPS only. Set false for plain-HTTP local use (`make run` does).")

@@ -16,12 +16,7 @@ import torch
 
 from app.core.context import ServiceContext
 from app.core.errors import InvalidInputError
-from app.evaluation.metrics import (
-    Outcomes,
-    forgetting_efficiency,
-    outcome_metrics,
-    retention_score,
-)
+from app.evaluation.metrics import Outcomes, outcome_metrics, paper_scores
 from app.evaluation.service import NAMED_SETS, named_set_masks
 from app.registry.models import ModelVersion
 from app.unlearning.base import ForgetTarget
@@ -86,10 +81,6 @@ def alpha_sweep(ctx: ServiceContext, version: ModelVersion, forgotten_class: int
                 "accuracy": metrics["accuracy"], "loss": metrics["loss"],
                 "count": metrics["count"],
             }
-        forget, retain = row["forget"], row["retain"]
-        row["forgetting_efficiency"] = (
-            forgetting_efficiency(forget["accuracy"], forget["loss"]) if forget else None)
-        row["retention_score"] = (
-            retention_score(retain["accuracy"], retain["loss"]) if retain else None)
+        row.update(paper_scores(row["forget"], row["retain"]))
         rows.append(row)
     return rows

@@ -2,6 +2,7 @@
 
 from app.audit import models as _audit  # noqa: F401
 from app.auth import models as _auth  # noqa: F401
+from app.console import models as _console  # noqa: F401
 from app.datasets import models as _datasets  # noqa: F401
 from app.db.base import Base
 from app.forgetting import models as _forgetting  # noqa: F401

@@ -96,6 +96,18 @@ def set_metrics(logits: torch.Tensor, labels: torch.Tensor) -> SetMetrics | None
     return outcome_metrics(Outcomes.from_logits(logits, labels))
 
 
+def paper_scores(forget: dict | None, retain: dict | None) -> dict[str, float | None]:
+    """The paper's two scores from the forget and retain sets' metrics (each a dict with
+    ``accuracy`` and ``loss``, or None for an empty set): the one place every caller
+    (request metrics, the console's α sweep, the benchmark) computes them."""
+    return {
+        "forgetting_efficiency": (forgetting_efficiency(forget["accuracy"], forget["loss"])
+                                  if forget else None),
+        "retention_score": (retention_score(retain["accuracy"], retain["loss"])
+                            if retain else None),
+    }
+
+
 def forgetting_efficiency(forget_accuracy: float, forget_loss: float) -> float | None:
     """The paper's (1 - forget acc) / forget loss; None where the loss is zero."""
     return _guarded_ratio(1.0 - forget_accuracy, forget_loss)

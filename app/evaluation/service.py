@@ -17,9 +17,8 @@ from app.evaluation.metrics import (
     Outcomes,
     RequestMetrics,
     VersionMetrics,
-    forgetting_efficiency,
     outcome_metrics,
-    retention_score,
+    paper_scores,
 )
 from app.ml.data import ImageData
 from app.architectures.base import ImageClassifier
@@ -100,15 +99,14 @@ class Evaluator:
             outcome_metrics(outcomes.test if name.startswith("test") else outcomes.train,
                             masks[name])
             for name in NAMED_SETS)
+        scores = paper_scores(forget, retain)
         return {
             "forget": forget,
             "retain": retain,
             "test_forget": test_forget,
             "test_retain": test_retain,
-            "forgetting_efficiency": (
-                forgetting_efficiency(forget["accuracy"], forget["loss"]) if forget else None),
-            "retention_score": (
-                retention_score(retain["accuracy"], retain["loss"]) if retain else None),
+            "forgetting_efficiency": scores["forgetting_efficiency"],
+            "retention_score": scores["retention_score"],
             "membership_inference": request_membership(
                 outcomes.train_entropy, outcomes.train.loss, outcomes.test_entropy,
                 outcomes.test.loss, masks["forget"], masks["retain"], masks["test_forget"],

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import get_actor, get_ctx, get_session
-from app.api.pagination import decode_time_id_cursor, encode_cursor
+from app.api.pagination import decode_time_id_cursor, encode_time_id_cursor
 from app.auth.deps import ANY_ROLE, get_principal, require
 from app.auth.service import Principal, Role
 from app.api.fields import omit_fields
@@ -205,7 +205,7 @@ def list_forget_requests(
         status=status.value if status else None,
         subject_reference=subject_reference, method=method, model_name=model,
     )
-    next_cursor = encode_cursor([last.created_at.isoformat(), last.id]) if last else None
+    next_cursor = encode_time_id_cursor(last.created_at, last.id) if last else None
     listed = ForgetRequestList(items=[to_read(row, ctx.model_name) for row in rows],
                                next_cursor=next_cursor)
     return omit_fields(listed, {"metrics"} - set(include))
