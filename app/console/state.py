@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from fastapi import Request
 
 from app.console.plots import PlotCache
+from app.console.sessions import SessionSigner, load_or_create_secret
 from app.console.settings import ConsoleSettings
-
-if TYPE_CHECKING:
-    from app.console.auth import SessionSigner
 
 _lock = threading.Lock()
 
@@ -31,8 +28,6 @@ def console_state(request: Request) -> ConsoleState:
     state = getattr(request.app.state, "console", None)
     if state is not None:
         return state
-    from app.console.auth import SessionSigner, load_or_create_secret
-
     with _lock:
         state = getattr(request.app.state, "console", None)
         if state is None:
