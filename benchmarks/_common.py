@@ -16,9 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.core.config import load_settings  # noqa: E402
-from app.core.context import ServiceContext, build_context  # noqa: E402
+from app.context import ServiceContext  # noqa: E402
+from app.wiring import build_context  # noqa: E402
 from app.db.migrations import upgrade  # noqa: E402
-from app.registry.registration import ensure_base_version  # noqa: E402
+from app.registration import ensure_base_version  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("UNLEARN_DATA_DIR", ROOT.parent / "shared" / "data"))
 BASE_WEIGHTS = ROOT / "models" / "base" / "mnist-cnn-base.safetensors"

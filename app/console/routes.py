@@ -47,7 +47,7 @@ from app.console.auth import Forbidden, LoginRequired
 from app.console.settings import ConsoleSettings
 from app.console.state import console_state
 from app.console.sweep import DEFAULT_ALPHAS, alpha_sweep, parse_alphas
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.core.errors import InvalidInputError, NotFoundError, ServiceError
 from app.forgetting import service as forgetting_service
 from app.forgetting.models import FINAL_STATUSES, ForgetRequest, RequestStatus

@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.audit.service import AuditAction, record
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.db.retry import is_transient, retry_transient
 from app.db.base import utcnow
 from app.forgetting.models import ForgetRequest, RequestStatus

@@ -10,7 +10,7 @@ from collections import OrderedDict
 import numpy as np
 
 from app.audit.service import record_artifact_failure
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.core.errors import CorruptArtifactError, NotFoundError
 from app.prediction.batching import DynamicBatcher
 from app.prediction.service import forward_probabilities
