@@ -50,13 +50,17 @@ run: bootstrap
 worker: install
 	$(BIN)/unlearn worker
 
+# The import contracts (pyproject.toml's [tool.importlinter]) first: a layer broken fails fast.
 test: install-dev
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# ruff and mypy as configured in pyproject.toml (.pre-commit-config.yaml runs the same).
+# ruff, mypy and import-linter as configured in pyproject.toml (.pre-commit-config.yaml
+# runs the same).
 lint: install-dev
 	$(BIN)/ruff check app tests migrations benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python benchmarks/alpha_sweep.py
@@ -64,4 +68,4 @@ bench: install
 	$(BIN)/python benchmarks/predict_throughput.py
 
 clean:
-	rm -rf var .pytest_cache
+	rm -rf var .pytest_cache .import_linter_cache

@@ -117,11 +117,11 @@ def bootstrap(
     """Register the shipped base model as version 1 if no version exists yet; with no API
     key yet, create the first admin key and print it once."""
     from app.auth.service import announce_bootstrap_key, ensure_security
-    from app.core.context import build_context
+    from app.wiring import build_context
     from app.core.errors import ServiceError
     from app.datasets.service import ensure_mnist_dataset
     from app.ml.data import DataUnavailableError
-    from app.registry.registration import BaseModelError, ensure_base_version
+    from app.registration import BaseModelError, ensure_base_version
 
     settings = _settings()
     _configure_logging(settings.log_level, settings.log_format)
@@ -170,7 +170,7 @@ def train(
     if kind not in ("cnn", "sisa"):
         typer.echo(f"error: --kind must be 'cnn' or 'sisa', not {kind!r}", err=True)
         raise typer.Exit(2)
-    from app.core.context import build_context
+    from app.wiring import build_context
     from app.core.errors import ServiceError
     from app.ml.training import TrainingRecipe
 
@@ -183,8 +183,8 @@ def train(
             _train_sisa(ctx, model_name, dataset_name, architecture, seed, epochs, batch_size,
                         learning_rate, shards, slices)
             return
-        from app.ml.base_model import export_model, train_base_model
-        from app.registry.registration import model_spec, register_model
+        from app.registry.base_model import export_model, train_base_model
+        from app.registration import model_spec, register_model
 
         spec = model_spec(ctx, dataset_name, architecture)
         recipe = TrainingRecipe(seed=seed, epochs=epochs, batch_size=batch_size,
@@ -212,7 +212,7 @@ def _model_identity(ctx, model: str | None, dataset: str | None,
     """(model, dataset, architecture): an existing model's own, or the options for a new
     one (default dataset 'mnist', architecture 'mnist-cnn')."""
     from app.registry.models import RegisteredModel
-    from app.registry.registration import check_model_name
+    from app.registration import check_model_name
 
     model_name = check_model_name(model or ctx.model_name)
     with ctx.db.session() as session:
@@ -228,7 +228,7 @@ def _train_sisa(ctx, model_name: str, dataset_name: str, architecture: str, seed
     """SISA: ``epochs`` is the number of epochs per slice stage."""
     from app.ml.sisa import SisaRecipe, train_sisa
     from app.ml.training import accuracy
-    from app.registry.registration import model_spec, register_trained_model
+    from app.registration import model_spec, register_trained_model
 
     data = ctx.datasets.get(dataset_name)
     spec = model_spec(ctx, dataset_name, architecture)
@@ -267,9 +267,9 @@ def models_import(
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from app.core.context import build_context
+    from app.wiring import build_context
     from app.core.errors import ServiceError
-    from app.registry.registration import register_model
+    from app.registration import register_model
 
     settings = _settings()
     _configure_logging(settings.log_level, settings.log_format)
@@ -346,7 +346,7 @@ def worker(
     Any number of workers may run against one database."""
     import asyncio
 
-    from app.core.context import build_context
+    from app.wiring import build_context
     from app.forgetting.execution import warm_up
     from app.forgetting.jobs import QUEUES, JobWorker
     from app.ml.data import DataUnavailableError
@@ -545,7 +545,7 @@ def _checkpoint_public_key(settings, public_key: Path | None):
     /certificates/public-key), else the service's own signing key file."""
     from cryptography.hazmat.primitives import serialization
 
-    from app.certificates.signing import load_public_key
+    from app.core.signing import load_public_key
 
     if public_key is not None:
         text = public_key.read_text(encoding="utf-8")
@@ -589,10 +589,6 @@ datasets_cli = typer.Typer(help="Registered datasets: register, list, show.",
                            no_args_is_help=True)
 cli.add_typer(datasets_cli, name="datasets")
 
-from app.subjects.cli import versions_cli  # noqa: E402  (issue 10: purge superseded versions)
-
-cli.add_typer(versions_cli, name="versions")
-
 
 @datasets_cli.command("register")
 def datasets_register(
@@ -625,7 +621,7 @@ def datasets_register(
 
 
 def _dataset_json(row) -> dict:
-    from app.datasets.routes import to_read
+    from app.api.routes.datasets import to_read
 
     return to_read(row).model_dump(mode="json")
 
@@ -683,7 +679,7 @@ def shadows_train(
 ) -> None:
     """Train the lineage's shadow bank: each shadow on a seeded random half of the training
     split, its statistics saved as it completes (rerun to resume after an interruption)."""
-    from app.core.context import build_context
+    from app.wiring import build_context
     from app.core.errors import ServiceError
     from app.verification.service import train_shadow_bank
 
@@ -703,6 +699,38 @@ def shadows_train(
         ctx.close()
     typer.echo(f"shadow bank of version {root.version}: {len(paths)} shadow models in "
                f"{paths[0].parent}")
+
+
+# --- Model versions: purge superseded artifacts (issue 10) -----------------------------
+
+versions_cli = typer.Typer(help="Model versions: purge superseded artifacts.",
+                           no_args_is_help=True)
+
+
+@versions_cli.command("purge")
+def versions_purge(
+    superseded_older_than: Annotated[float, typer.Option(
+        "--superseded-older-than", min=0, metavar="DAYS",
+        help="Purge versions superseded at least this many days ago.")],
+) -> None:
+    """Delete the artifacts of versions that still hold erased data, keeping their rows,
+    sha256, metrics and audit history. Production versions are never purged."""
+    from app.wiring import build_context
+    from app.subjects.purge import purge_superseded
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    ctx = build_context(settings)
+    try:
+        purged = purge_superseded(ctx, superseded_older_than, "cli:purge")
+    finally:
+        ctx.close()
+    for model_name, version in purged:
+        typer.echo(f"purged version {version} of {model_name!r}")
+    typer.echo(f"{len(purged)} version(s) purged")
+
+
+cli.add_typer(versions_cli, name="versions")
 
 
 def main() -> None:
@@ -730,7 +758,7 @@ def artifacts_gc(
 ) -> None:
     """Remove version files that no version references (left by a worker killed before
     publishing), older than the grace period; audited as artifacts.collected."""
-    from app.core.context import build_context
+    from app.wiring import build_context
     from app.registry.gc import collect
 
     ctx = build_context(_settings())

@@ -14,29 +14,30 @@ from app.api.errors import ERROR_RESPONSES, install_error_handlers
 from app.api.limits import BodySizeLimitMiddleware
 from app.api.security_headers import SecurityHeadersMiddleware
 from app.audit.checkpoints import CheckpointWriter, checkpoint_store, write_checkpoint
-from app.audit.routes import router as audit_router
-from app.auth.routes import router as auth_router
+from app.api.routes.audit import router as audit_router
+from app.api.routes.auth import router as auth_router
 from app.auth.service import announce_bootstrap_key, ensure_security
 from app.auth.throttle import Throttle
-from app.certificates.routes import router as certificates_router
-from app.certificates.service import get_signer
+from app.api.routes.certificates import router as certificates_router
+from app.core.signing import get_signer
 from app.console.routes import mount_console
 from app.core.config import get_settings
-from app.core.context import ServiceContext, build_context
-from app.datasets.routes import router as datasets_router
-from app.forgetting.routes import router as forgetting_router
+from app.context import ServiceContext
+from app.wiring import build_context
+from app.api.routes.datasets import router as datasets_router
+from app.api.routes.forgetting import router as forgetting_router
 from app.forgetting.waiting import WaitSlots
 from app.forgetting.worker import InProcessExecutor, Notifier
 from app.health.probe import ReadinessProbe
 from app.health.routes import router as health_router
 from app.observability.http import install_observability
 from app.observability.lifecycle import start_operations
-from app.prediction.routes import router as prediction_router
-from app.prediction.v2_routes import router as inference_protocol_router
-from app.registry.routes import router as registry_router
+from app.api.routes.prediction import router as prediction_router
+from app.api.routes.prediction_v2 import router as inference_protocol_router
+from app.api.routes.registry import router as registry_router
 from app.subjects.logs import redact_subject_paths
 from app.subjects.purge import PurgeScheduler
-from app.subjects.routes import router as subjects_router
+from app.api.routes.subjects import router as subjects_router
 
 logger = logging.getLogger("unlearn")
 

@@ -18,13 +18,14 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from app.core.config import load_settings  # noqa: E402
-from app.core.context import ServiceContext, build_context  # noqa: E402
+from app.context import ServiceContext  # noqa: E402
+from app.wiring import build_context  # noqa: E402
 from app.db.migrations import upgrade  # noqa: E402
 from app.forgetting.execution import claim_next, execute_request  # noqa: E402
 from app.forgetting.models import ForgetRequest  # noqa: E402
 from app.forgetting.schemas import ForgetRequestCreate  # noqa: E402
 from app.forgetting.service import file_request  # noqa: E402
-from app.registry.registration import ensure_base_version  # noqa: E402
+from app.registration import ensure_base_version  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("UNLEARN_DATA_DIR", ROOT.parent / "shared" / "data"))
 BASE_WEIGHTS = ROOT / "models" / "base" / "mnist-cnn-base.safetensors"

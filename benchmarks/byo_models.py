@@ -31,11 +31,11 @@ from _common import DATA_DIR, ROOT, admin_headers, serve, write_result
 
 from app.architectures.base import ModelSpec
 from app.core.config import load_settings
-from app.core.context import build_context
+from app.wiring import build_context
 from app.datasets.service import register_dataset
 from app.db.migrations import upgrade
 from app.ml.training import TrainingRecipe, accuracy, train_model
-from app.registry.registration import register_trained_model
+from app.registration import register_trained_model
 
 FASHION_DIR = Path(os.environ.get("UNLEARN_FASHION_MNIST_DIR",
                                   "/usr/share/datasets/fashion-mnist"))

@@ -36,11 +36,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import run_request, scenario_target  # noqa: E402
 from app.core.config import load_settings  # noqa: E402
-from app.core.context import build_context  # noqa: E402
+from app.wiring import build_context  # noqa: E402
 from app.db.migrations import upgrade  # noqa: E402
 from app.ml.data import load_mnist  # noqa: E402
 from app.ml.sisa import SisaRecipe, train_sisa  # noqa: E402
-from app.registry.registration import ensure_base_version, register_trained_model  # noqa: E402
+from app.registration import ensure_base_version, register_trained_model  # noqa: E402
 
 SCENARIOS = ("class", "class_subset", "random600")
 METHODS = ("retrain", "output_dampening", "ssd", "fisher", "finetune", "sisa")

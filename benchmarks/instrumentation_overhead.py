@@ -32,10 +32,10 @@ from _common import (
 )
 
 from app.core.config import load_settings
-from app.core.context import build_context
+from app.wiring import build_context
 from app.db.migrations import upgrade
 from app.observability.logs import configure_logging
-from app.registry.registration import ensure_base_version
+from app.registration import ensure_base_version
 
 
 def make_context(workdir: Path, instrumented: bool):

@@ -22,7 +22,7 @@ from compare_methods import method_params
 
 from app.ml.device import describe_device
 from app.ml.sisa import SisaRecipe, train_sisa
-from app.registry.registration import register_trained_model
+from app.registration import register_trained_model
 
 METHODS = ("retrain", "output_dampening", "ssd", "fisher", "finetune", "sisa")
 

@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 from _common import admin_headers, fresh_context, percentile, serve, write_result
 
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.main import create_app
 from app.ml.device import describe_device
 from app.prediction.predictor import Predictor

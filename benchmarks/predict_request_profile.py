@@ -25,7 +25,7 @@ from _common import admin_headers, fresh_context, write_result
 
 import app.auth.deps as auth_deps
 import app.prediction.predictor as predictor_module
-import app.prediction.routes as routes
+import app.api.routes.prediction as routes
 import app.prediction.service as prediction_service
 from app.main import create_app
 from app.ml.device import describe_device

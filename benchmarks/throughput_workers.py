@@ -38,13 +38,13 @@ from _common import (
 from sqlalchemy import func, select
 
 from app.core.config import load_settings
-from app.core.context import build_context
+from app.wiring import build_context
 from app.db.migrations import upgrade
 from app.forgetting.models import ForgetRequest
 from app.forgetting.schemas import ForgetRequestCreate
 from app.forgetting.service import file_request
 from app.registry.models import ModelVersion
-from app.registry.registration import ensure_base_version
+from app.registration import ensure_base_version
 
 def run(workers: int, requests: int, admin_url: str, workdir: Path, threads: int) -> dict:
     url = create_postgres_database(admin_url)

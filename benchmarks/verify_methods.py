@@ -45,12 +45,12 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import DATA_DIR, RESULTS, run_request, scenario_target  # noqa: E402
 from app.core.config import load_settings  # noqa: E402
-from app.core.context import build_context  # noqa: E402
+from app.wiring import build_context  # noqa: E402
 from app.db.migrations import upgrade  # noqa: E402
 from app.ml.data import load_mnist  # noqa: E402
 from app.architectures.mnist_cnn import NAME as ARCHITECTURE  # noqa: E402
 from app.ml.training import TrainingRecipe, train_model  # noqa: E402
-from app.registry.registration import register_trained_model  # noqa: E402
+from app.registration import register_trained_model  # noqa: E402
 from app.forgetting.models import ForgetRequest  # noqa: E402
 from app.verification.service import train_shadow_bank  # noqa: E402
 

@@ -7,7 +7,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import pool
 
-from app.db.all_models import metadata
+from app.all_models import metadata
 from app.db.migrations import is_ours
 from app.db.session import make_engine
 

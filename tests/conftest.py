@@ -14,12 +14,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app.core.config import load_settings
-from app.core.context import build_context
+from app.wiring import build_context
 from app.db.migrations import upgrade
 from app.main import create_app
 from app.ml.data import DataUnavailableError, load_mnist
 from app.ml.training import TrainingRecipe, train_model
-from app.registry.registration import register_model
+from app.registration import register_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("UNLEARN_DATA_DIR", ROOT.parent / "shared" / "data"))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from app.ml.sisa import SisaRecipe, train_sisa
-from app.registry.registration import register_trained_model
+from app.registration import register_trained_model
 from app.unlearning.base import ForgetTarget
 from app.unlearning.catalog import METHODS
 from fastapi.testclient import TestClient

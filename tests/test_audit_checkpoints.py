@@ -20,7 +20,7 @@ from app.audit.checkpoints import (
 )
 from app.audit.models import AuditEntry
 from app.audit.service import AuditAction, chain_head, entry_record, record, verify_chain
-from app.certificates.signing import load_or_create_signer
+from app.core.signing import load_or_create_signer
 from tests.audit_chain import append_entries, migrated_database, tamper
 from tests.conftest import api_key, forget_body
 

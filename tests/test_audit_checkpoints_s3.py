@@ -9,7 +9,7 @@ import pytest
 
 from app.audit.chain import ChainHead
 from app.audit.checkpoints import S3CheckpointStore, check_signature, sign_head
-from app.certificates.signing import load_or_create_signer
+from app.core.signing import load_or_create_signer
 from app.db.base import utcnow
 from tests.test_s3_store import s3_endpoint  # noqa: F401  (the moto server fixture)
 

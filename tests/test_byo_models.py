@@ -19,7 +19,7 @@ from app.core.errors import ConflictError, InvalidInputError
 from app.main import create_app
 from app.ml.data import ImageData
 from app.ml.training import TrainingRecipe, train_model
-from app.registry.registration import register_model, register_trained_model
+from app.registration import register_model, register_trained_model
 from tests.conftest import _unavailable as unavailable
 from tests.conftest import authorized, forget_body
 

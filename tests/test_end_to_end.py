@@ -3,11 +3,11 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.context import build_context
+from app.wiring import build_context
 from app.db.migrations import upgrade
 from app.main import create_app
 from app.ml.training import TrainingRecipe, train_model
-from app.registry.registration import register_model
+from app.registration import register_model
 from tests.conftest import authorized, make_settings
 
 

@@ -6,7 +6,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from app.core.config import ConfigError, load_settings
-from app.db.all_models import metadata
+from app.all_models import metadata
 from app.db.migrations import is_ours, migration_status, upgrade
 
 
@@ -20,7 +20,7 @@ def test_health_and_readiness(client):
 def test_readiness_fails_when_migrations_are_behind(tmp_path):
     from fastapi.testclient import TestClient
 
-    from app.core.context import build_context
+    from app.wiring import build_context
     from app.main import create_app
 
     settings = load_settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}",

@@ -8,7 +8,7 @@ import torch
 from app.core.errors import UnavailableError
 from app.registry.artifacts import ArtifactIntegrityError, LocalArtifactStore
 from app.registry.model_cache import ModelCache
-from app.registry.registration import register_model
+from app.registration import register_model
 from app.registry.service import get_version
 
 
@@ -89,7 +89,7 @@ def test_tampered_artifact_is_never_served(client, ctx):
 
 
 def test_registration_failure_leaves_no_artifact(ctx, trained_state, monkeypatch):
-    from app.registry import registration
+    from app import registration
 
     def fail(*args, **kwargs):
         raise RuntimeError("database went away")

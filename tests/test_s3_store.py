@@ -12,7 +12,8 @@ import uuid
 import httpx
 import pytest
 
-from app.registry.artifacts import ArtifactIntegrityError, make_artifact_store, sha256_bytes
+from app.registry.artifacts import ArtifactIntegrityError, sha256_bytes
+from app.wiring import make_artifact_store
 from app.registry.s3_store import S3ArtifactStore
 from tests.conftest import _unavailable, authorized, forget_body, make_ctx, make_settings
 from tests.processes import free_port

@@ -74,7 +74,7 @@ def test_certificate_for_a_completed_request_verifies_offline(client, tmp_path, 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from app.audit.chain import canonical_json
-    from app.certificates.signing import Signer
+    from app.core.signing import Signer
     from app.certificates.service import sign_certificate
 
     forged = sign_certificate(Signer(Ed25519PrivateKey.generate()), altered["certificate"])
@@ -103,7 +103,7 @@ def test_certificates_only_for_completed_requests(client, ctx, monkeypatch):
 
 
 def test_signing_key_persists_and_its_path_is_configurable(ctx):
-    from app.certificates.signing import load_or_create_signer, public_key_bytes
+    from app.core.signing import load_or_create_signer, public_key_bytes
 
     path = ctx.settings.signing_key_path
     first = load_or_create_signer(path)

@@ -185,7 +185,7 @@ def test_every_training_method_leaves_the_subject_out_of_retained_data(
                     assert all(mask[position[i]] for i in others), method
             # SISA: no shard of the result was trained on the subject's samples.
             from app.ml.sisa import SisaRecipe, train_sisa
-            from app.registry.registration import register_trained_model
+            from app.registration import register_trained_model
 
             ensemble = train_sisa(data, SisaRecipe(shards=2, slices=2, epochs_per_slice=1,
                                                    batch_size=64, seed=3))

@@ -1,1 +1,2 @@
-"""HTTP plumbing shared by the domain routers: dependencies, errors, pagination."""
+"""The HTTP face: the routes (``routes/``, one module per resource) and what they share:
+dependencies and their aliases, errors, pagination, field selection, limits."""

@@ -45,7 +45,7 @@ from sqlalchemy import func, select
 from app.audit.chain import ChainHead, canonical_json, timestamp_text, verify_records
 from app.audit.models import AuditChainHead, AuditEntry
 from app.audit.service import CHAIN_HEAD_ID, iter_records
-from app.certificates.signing import ALGORITHM, Signer, fingerprint, verify_signature
+from app.core.signing import ALGORITHM, Signer, fingerprint, verify_signature
 from app.db.base import utcnow
 
 logger = logging.getLogger("unlearn.audit")
@@ -279,7 +279,7 @@ def verify_with_checkpoint(ctx, session, anchor: ChainHead | None = None) -> dic
     """The chain verification (as ``verify_chain``) plus the check against the latest
     checkpoint; ``intact`` only when both hold."""
     from app.audit.service import verify_chain
-    from app.certificates.service import get_signer
+    from app.core.signing import get_signer
 
     result = verify_chain(session, anchor).to_dict()
     store = checkpoint_store(ctx)

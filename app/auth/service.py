@@ -174,7 +174,7 @@ def ensure_security(ctx) -> str | None:
 
     from sqlalchemy.exc import DBAPIError, IntegrityError
 
-    from app.certificates.service import get_signer
+    from app.core.signing import get_signer
 
     get_signer(ctx)
     configured = ctx.settings.bootstrap_admin_key

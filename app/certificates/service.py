@@ -19,17 +19,17 @@ from sqlalchemy.orm import Session
 from app import __version__
 from app.audit.chain import canonical_json, entry_hash, normalize_details, timestamp_text
 from app.audit.service import chain_head, iter_records
-from app.certificates.signing import (
+from app.core.signing import (
     ALGORITHM,
     Signer,
     fingerprint,
-    load_or_create_signer,
+    get_signer,
     load_public_key,
     public_key_bytes,
     public_key_pem,
     verify_signature,
 )
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.core.errors import ConflictError
 from app.db.base import utcnow
 from app.forgetting.models import RequestStatus
@@ -57,14 +57,6 @@ EXACT_STATEMENT = (
     "versions, which did learn the data, remain in the registry and the artifact store "
     "unless deleted separately."
 )
-
-
-def get_signer(ctx: ServiceContext) -> Signer:
-    signer = ctx.extras.get("signer")
-    if signer is None:
-        signer = load_or_create_signer(ctx.settings.signing_key_path)
-        ctx.extras["signer"] = signer
-    return signer
 
 
 def public_key_info(signer: Signer) -> dict[str, str]:

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.core.errors import InvalidInputError
 from app.evaluation.metrics import Outcomes, outcome_metrics, paper_scores
 from app.evaluation.service import NAMED_SETS, named_set_masks

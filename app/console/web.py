@@ -25,7 +25,7 @@ from app.api.pagination import (
 from app.console import auth
 from app.console.auth import LoginRequired
 from app.api.errors import error_body
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.core.errors import NotFoundError, ServiceError
 from app.forgetting.models import FINAL_STATUSES
 from app.registry import service as registry_service

@@ -23,7 +23,7 @@ from app.evaluation.metrics import (
 from app.ml.data import ImageData
 from app.architectures.base import ImageClassifier
 from app.ml.device import to_device
-from app.unlearning.base import ForgetTarget, class_mask
+from app.ml.targets import ForgetTarget, class_mask
 
 NAMED_SETS = ("forget", "retain", "test_forget", "test_retain")
 

@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.audit.service import AuditAction
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.db.base import utcnow
 from app.db.retry import is_transient, retry_transient
 from app.forgetting import pipeline

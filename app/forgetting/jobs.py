@@ -23,7 +23,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.db.base import utcnow
 from app.forgetting import execution
 from app.observability.logs import log_context

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from sqlalchemy.exc import IntegrityError
 
 from app.audit.service import AuditAction
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.db.base import utcnow
 from app.evaluation.metrics import RequestMetrics, VersionMetrics
 from app.forgetting.models import ForgetRequest, RequestStatus

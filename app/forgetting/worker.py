@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.forgetting import execution
 from app.observability.logs import bind_log_context, log_context
 

@@ -11,7 +11,7 @@ from cachetools import LRUCache
 
 from app.audit.aggregation import AuditWindows
 from app.audit.service import record_artifact_failure
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.core.errors import CorruptArtifactError, NotFoundError
 from app.prediction.batching import DynamicBatcher
 from app.prediction.service import forward_probabilities

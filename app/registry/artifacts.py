@@ -83,22 +83,6 @@ class ArtifactStore(Protocol):
         ...
 
 
-def make_artifact_store(settings) -> ArtifactStore:
-    """The local directory by default; an object store when UNLEARN_ARTIFACT_URL is set."""
-    url = settings.artifact_url
-    if not url:
-        return LocalArtifactStore(settings.artifact_dir)
-    if url.startswith("s3://"):
-        from app.registry.s3_store import S3ArtifactStore
-
-        return S3ArtifactStore(url, endpoint_url=settings.s3_endpoint_url)
-    if url.startswith("file://"):
-        return LocalArtifactStore(Path(url[len("file://"):]))
-    from app.core.config import ConfigError
-
-    raise ConfigError(f"UNLEARN_ARTIFACT_URL={url!r}: use s3://bucket/prefix or file:///path")
-
-
 def verify(key: str, data: bytes, expected_sha256: str) -> bytes:
     actual = sha256_bytes(data)
     if actual != expected_sha256:

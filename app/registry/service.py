@@ -1,4 +1,5 @@
-"""Registry operations: look up, list, publish and promote versions."""
+"""Registry operations: look up, list and publish versions (promotion, which asks the
+forget requests and the data subjects, is ``app.registration.promote``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.audit.service import AuditAction, record
-from app.core.errors import ConflictError, NotFoundError
+from app.core.errors import NotFoundError
 from app.registry.models import ModelVersion, RegisteredModel
 
 
@@ -131,35 +131,3 @@ def insert_version(
     if registered.production_version is None:
         registered.production_version = row.version
     return row
-
-
-def promote(session: Session, model_name: str, version: int, actor: str) -> ModelVersion:
-    from app.subjects.supersession import ensure_promotable  # subjects imports registry
-
-    row = get_version(session, model_name, version)
-    refuse_unverified(session, row, "promoted")
-    ensure_promotable(session, row)  # 409 for a version holding erased data
-    registered = session.get(RegisteredModel, model_name, with_for_update=True)
-    previous = registered.production_version
-    registered.production_version = version
-    record(
-        session, AuditAction.version_promoted, actor,
-        model_name=model_name, model_version=version,
-        details={"previous_production_version": previous},
-    )
-    return row
-
-
-def refuse_unverified(session: Session, row: ModelVersion, what: str) -> None:
-    """409 for a version whose forget request did not meet its acceptance criteria."""
-    from app.forgetting.models import ForgetRequest, RequestStatus  # forgetting imports us
-
-    if row.forget_request_id is None:
-        return
-    request = session.get(ForgetRequest, row.forget_request_id)
-    if request is not None and request.status == RequestStatus.unverified.value:
-        failed = (request.verification or {}).get("failed") or []
-        raise ConflictError(
-            f"version {row.version} is unverified and cannot be {what}: forget request "
-            f"{request.id} failed its acceptance criteria ({', '.join(failed) or 'unknown'})",
-            "version")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from app.ml.data import ImageData
-from app.unlearning.base import ForgetTarget, class_mask
+from app.ml.targets import ForgetTarget, class_mask
 from app.verification.lira import (
     ShadowStatistics,
     allowed_flagged,

@@ -21,12 +21,12 @@ import numpy as np
 from sqlalchemy.orm import Session
 from torch import nn
 
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.evaluation.metrics import RequestMetrics
 from app.evaluation.service import ModelOutcomes
 from app.ml.data import ImageData
 from app.architectures.catalog import build_model
-from app.registry.registration import model_spec
+from app.registration import model_spec
 from app.ml.training import TrainingRecipe
 from app.registry.models import ModelVersion
 from app.registry.service import get_version

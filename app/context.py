@@ -1,5 +1,6 @@
-"""The service's shared parts, built once from settings and handed to the API routes,
-the CLI and the worker alike, so all three run the same domain code."""
+"""The service's shared parts (``ServiceContext``), handed to the API routes, the CLI and
+the worker alike, so all three run the same domain code. ``app.wiring`` builds one from
+settings."""
 
 from __future__ import annotations
 
@@ -12,11 +13,9 @@ import torch
 from app.core.config import Settings
 from app.core.errors import NotFoundError
 from app.db.session import Database
-from app.evaluation.features import FeatureCache
 from app.evaluation.service import Evaluator
 from app.ml.data import ImageData
-from app.ml.device import resolve_device
-from app.registry.artifacts import ArtifactStore, make_artifact_store
+from app.registry.artifacts import ArtifactStore
 from app.registry.model_cache import ModelCache
 
 logger = logging.getLogger("unlearn")
@@ -104,33 +103,3 @@ class ServiceContext:
 
     def close(self) -> None:
         self.db.dispose()
-
-
-def build_context(settings: Settings, data: ImageData | None = None) -> ServiceContext:
-    """Wire the parts. ``data`` preloads the MNIST dataset (tests pass a small subset)."""
-    from app.unlearning.catalog import configure_caches  # methods import the ML stack
-
-    device = resolve_device(settings.device)
-    store = make_artifact_store(settings)
-    configure_caches(settings.cache_dir)
-    db = Database(settings.database_url)
-    datasets = ServiceDatasets(db, settings, subset=_parse_subset(settings.data_subset))
-    if data is not None:
-        datasets.preload(MNIST_DATASET, data)
-    return ServiceContext(
-        settings=settings,
-        db=db,
-        device=device,
-        store=store,
-        models=ModelCache(store, device, settings.model_cache_size),
-        datasets=datasets,
-        evaluator=Evaluator(FeatureCache(settings.cache_dir / "features"), device),
-    )
-
-
-def _parse_subset(value: str | None) -> tuple[int, int, int] | None:
-    """UNLEARN_DATA_SUBSET='TRAIN,TEST[,SEED]' (validated by Settings)."""
-    if not value:
-        return None
-    numbers = [int(part) for part in value.split(",")]
-    return (numbers[0], numbers[1], numbers[2] if len(numbers) > 2 else 0)

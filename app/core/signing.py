@@ -78,3 +78,12 @@ def load_or_create_signer(path: Path) -> Signer:
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} does not hold an Ed25519 private key")
     return Signer(key)
+
+
+def get_signer(ctx) -> Signer:
+    """The service's signer (``ctx``: a ``ServiceContext``), loaded or made on first use."""
+    signer = ctx.extras.get("signer")
+    if signer is None:
+        signer = load_or_create_signer(ctx.settings.signing_key_path)
+        ctx.extras["signer"] = signer
+    return signer

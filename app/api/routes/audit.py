@@ -5,9 +5,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session
 
-from app.api.deps import get_ctx, get_session
+from app.api.deps import CtxDep, SessionDep
 from app.api.pagination import decode_id_cursor, encode_cursor
 from app.audit import export
 from app.audit.chain import ChainHead
@@ -16,7 +15,6 @@ from app.audit.schemas import AuditCheckpointVerification, AuditEntryRead, Audit
 from app.audit.service import AuditAction, AuditFilter, query
 from app.auth.deps import require
 from app.auth.service import Role
-from app.core.context import ServiceContext
 from app.core.errors import InvalidInputError
 
 router = APIRouter(tags=["audit"])
@@ -34,7 +32,7 @@ def _aware(value: dt.datetime | None, field: str) -> dt.datetime | None:
 
 @router.get("/audit-log", response_model=AuditLogPage, dependencies=AUDITORS)
 def read_audit_log(
-    session: Annotated[Session, Depends(get_session)],
+    session: SessionDep,
     since: Annotated[dt.datetime | None, Query(description="Inclusive lower bound")] = None,
     until: Annotated[dt.datetime | None, Query(description="Exclusive upper bound")] = None,
     action: Annotated[AuditAction | None, Query()] = None,
@@ -62,8 +60,8 @@ def read_audit_log(
 @router.get("/audit-log/verify", response_model=AuditCheckpointVerification,
             dependencies=AUDITORS)
 def verify_audit_log(
-    session: Annotated[Session, Depends(get_session)],
-    ctx: Annotated[ServiceContext, Depends(get_ctx)],
+    session: SessionDep,
+    ctx: CtxDep,
     anchor_seq: Annotated[int | None, Query(ge=1, le=2_147_483_647, description=(
         "With anchor_hash: an entry recorded earlier (e.g. a certificate's chain head) "
         "that the chain must still contain unchanged."))] = None,
@@ -82,7 +80,7 @@ def verify_audit_log(
             responses={200: {"description": "The whole log in chain order, hashes included.",
                              "content": {export.JSONL_TYPE: {}, export.CSV_TYPE: {}}}})
 def export_audit_log(
-    ctx: Annotated[ServiceContext, Depends(get_ctx)],
+    ctx: CtxDep,
     format: Annotated[export.ExportFormat, Query(description="jsonl (verifiable with "
                       "`unlearn audit verify --file`) or csv")] = export.ExportFormat.jsonl,
 ) -> StreamingResponse:

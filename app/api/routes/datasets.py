@@ -7,13 +7,11 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
-from sqlalchemy.orm import Session
 
-from app.api.deps import get_actor, get_ctx, get_session
+from app.api.deps import ActorDep, CtxDep, SessionDep
 from app.api.pagination import decode_cursor, encode_cursor
 from app.auth.deps import ANY_ROLE, require
 from app.auth.service import Role
-from app.core.context import ServiceContext
 from app.core.errors import InvalidInputError
 from app.datasets import service
 from app.datasets.models import Dataset
@@ -43,8 +41,8 @@ def to_read(row: Dataset) -> DatasetRead:
 
 @router.post("/datasets", status_code=201, response_model=DatasetRegistered,
              dependencies=[Depends(require(Role.admin))])
-def register_dataset(body: DatasetCreate, ctx: Annotated[ServiceContext, Depends(get_ctx)],
-                     actor: Annotated[str, Depends(get_actor)]) -> DatasetRegistered:
+def register_dataset(body: DatasetCreate, ctx: CtxDep,
+                     actor: ActorDep) -> DatasetRegistered:
     """Read, check and register a dataset from a path on the server (all or nothing)."""
     row, notes = service.register_dataset(
         ctx.db, ctx.settings.dataset_dir, name=body.name, format=body.format, path=body.path,
@@ -55,7 +53,7 @@ def register_dataset(body: DatasetCreate, ctx: Annotated[ServiceContext, Depends
 @router.get("/datasets", response_model=DatasetList,
             dependencies=[Depends(require(*ANY_ROLE))])
 def list_datasets(
-    session: Annotated[Session, Depends(get_session)],
+    session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> DatasetList:
@@ -70,5 +68,5 @@ def list_datasets(
 @router.get("/datasets/{name}", response_model=DatasetRead,
             dependencies=[Depends(require(*ANY_ROLE))])
 def read_dataset(name: Annotated[str, Path(max_length=100)],
-                 session: Annotated[Session, Depends(get_session)]) -> DatasetRead:
+                 session: SessionDep) -> DatasetRead:
     return to_read(service.get_dataset(session, name))

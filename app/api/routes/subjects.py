@@ -7,10 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import get_actor, get_ctx
+from app.api.deps import ActorDep, CtxDep
 from app.auth.deps import require
 from app.auth.service import Role
-from app.core.context import ServiceContext
 from app.subjects.footprint import footprint
 
 router = APIRouter(tags=["data subjects"])
@@ -22,8 +21,8 @@ async def read_footprint(
     subject_id: Annotated[str, Path(min_length=1, max_length=500,
                                     description="The subject's identifier in the datasets' "
                                                 "subject_id column (hashed, never stored).")],
-    ctx: Annotated[ServiceContext, Depends(get_ctx)],
-    actor: Annotated[str, Depends(get_actor)],
+    ctx: CtxDep,
+    actor: ActorDep,
 ) -> dict[str, Any]:
     """Where the service holds the subject's training samples, and what forgot them."""
     return await run_in_threadpool(footprint, ctx, subject_id, actor)

@@ -11,16 +11,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import get_ctx
+from app.api.deps import CtxDep
 from app.auth.deps import get_principal, require
 from app.auth.service import Principal, Role
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.core.errors import NotFoundError
 from app.db.migrations import migration_status
 from app.prediction import inference_protocol as protocol
 from app.prediction import service
 from app.prediction.predictor import Predictor
-from app.prediction.routes import get_body_parser, get_caller, get_context, get_predictor
+from app.api.routes.prediction import get_body_parser, get_caller, get_context, get_predictor
 from app.registry.models import ModelVersion, RegisteredModel
 from app.registry.service import get_version, list_versions
 from app.subjects.supersession import check_servable
@@ -49,7 +49,7 @@ def live() -> protocol.LiveResponse:
 
 @router.get("/health/ready", response_model=protocol.ReadyResponse,
             responses={503: {"model": protocol.ReadyResponse}})
-def ready(ctx: Annotated[ServiceContext, Depends(get_ctx)]):
+def ready(ctx: CtxDep):
     """Ready when the database answers and its schema is at head (as ``/readyz``)."""
     try:
         current, head = migration_status(ctx.db.engine)
@@ -60,7 +60,7 @@ def ready(ctx: Annotated[ServiceContext, Depends(get_ctx)]):
 
 
 @router.get("/models/{name}", response_model=protocol.ModelMetadata, dependencies=client_only)
-def model_metadata(name: str, ctx: Annotated[ServiceContext, Depends(get_ctx)]):
+def model_metadata(name: str, ctx: CtxDep):
     _check_name(ctx, name)
     with ctx.db.session() as session:
         versions, _ = list_versions(session, name, limit=100_000)
@@ -71,7 +71,7 @@ def model_metadata(name: str, ctx: Annotated[ServiceContext, Depends(get_ctx)]):
 @router.get("/models/{name}/versions/{version}", response_model=protocol.ModelMetadata,
             dependencies=client_only)
 def version_metadata(name: str, version: str,
-                     ctx: Annotated[ServiceContext, Depends(get_ctx)]):
+                     ctx: CtxDep):
     _check_name(ctx, name)
     with ctx.db.session() as session:
         row = get_version(session, name, _version_number(version), "version")
@@ -80,7 +80,7 @@ def version_metadata(name: str, version: str,
 
 @router.get("/models/{name}/ready", response_model=protocol.ReadyResponse,
             dependencies=client_only)
-def model_ready(name: str, ctx: Annotated[ServiceContext, Depends(get_ctx)],
+def model_ready(name: str, ctx: CtxDep,
                 predictor: Annotated[Predictor, Depends(get_predictor)],
                 actor: Annotated[str, Depends(get_caller)]):
     """Ready when the production version's model loads (its artifact verifies)."""
@@ -92,7 +92,7 @@ def model_ready(name: str, ctx: Annotated[ServiceContext, Depends(get_ctx)],
 @router.get("/models/{name}/versions/{version}/ready", response_model=protocol.ReadyResponse,
             dependencies=client_only)
 def version_ready(name: str, version: str,
-                  ctx: Annotated[ServiceContext, Depends(get_ctx)],
+                  ctx: CtxDep,
                   predictor: Annotated[Predictor, Depends(get_predictor)],
                   actor: Annotated[str, Depends(get_caller)]):
     _check_name(ctx, name)

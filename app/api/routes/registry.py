@@ -8,13 +8,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy.orm import Session
 
-from app.api.deps import get_actor, get_ctx, get_session
+from app.api.deps import ActorDep, CtxDep, SessionDep
 from app.api.fields import omit_fields
 from app.api.pagination import decode_id_cursor, encode_cursor
 from app.auth.deps import ANY_ROLE, require
 from app.auth.service import Role
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.forgetting.models import ForgetRequest
+from app.registration import promote
 from app.registry import service
 from app.registry.links import version_path
 from app.registry.models import ModelVersion, RegisteredModel
@@ -93,8 +94,8 @@ def _sample_keys(ctx: ServiceContext, model_name: str):
 
 
 @router.get("/registered-models", response_model=RegisteredModelList, dependencies=ANYONE)
-def list_registered_models(ctx: Annotated[ServiceContext, Depends(get_ctx)],
-                           session: Annotated[Session, Depends(get_session)]
+def list_registered_models(ctx: CtxDep,
+                           session: SessionDep
                            ) -> RegisteredModelList:
     """Every hosted model with its dataset, architecture and production version."""
     return RegisteredModelList(items=[
@@ -104,8 +105,8 @@ def list_registered_models(ctx: Annotated[ServiceContext, Depends(get_ctx)],
 @router.get("/registered-models/{name}", response_model=RegisteredModelRead,
             dependencies=ANYONE)
 def read_registered_model(name: Annotated[str, Path(max_length=100)],
-                          ctx: Annotated[ServiceContext, Depends(get_ctx)],
-                          session: Annotated[Session, Depends(get_session)]
+                          ctx: CtxDep,
+                          session: SessionDep
                           ) -> RegisteredModelRead:
     return _model_read(ctx, session, service.get_registered_model(session, name, "name"))
 
@@ -133,8 +134,8 @@ def _model_read(ctx: ServiceContext, session: Session,
 
 @router.get("/models", response_model=VersionList, dependencies=ANYONE)
 def list_models(
-    ctx: Annotated[ServiceContext, Depends(get_ctx)],
-    session: Annotated[Session, Depends(get_session)],
+    ctx: CtxDep,
+    session: SessionDep,
     model: ModelQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -158,8 +159,8 @@ def list_models(
 
 
 @router.get("/models/{version}", response_model=VersionRead, dependencies=ANYONE)
-def read_model(version: VersionPath, ctx: Annotated[ServiceContext, Depends(get_ctx)],
-               session: Annotated[Session, Depends(get_session)],
+def read_model(version: VersionPath, ctx: CtxDep,
+               session: SessionDep,
                model: ModelQuery = None) -> VersionRead:
     model_name = model or ctx.model_name
     row = service.get_version(session, model_name, version)
@@ -170,8 +171,8 @@ def read_model(version: VersionPath, ctx: Annotated[ServiceContext, Depends(get_
 
 @router.get("/models/{version}/metrics", response_model=VersionMetrics,
             dependencies=[Depends(require(Role.auditor, Role.privacy_officer))])
-def read_model_metrics(version: VersionPath, ctx: Annotated[ServiceContext, Depends(get_ctx)],
-                       session: Annotated[Session, Depends(get_session)],
+def read_model_metrics(version: VersionPath, ctx: CtxDep,
+                       session: SessionDep,
                        model: ModelQuery = None) -> VersionMetrics:
     row = service.get_version(session, model or ctx.model_name, version)
     request_metrics = None
@@ -192,11 +193,11 @@ def read_model_metrics(version: VersionPath, ctx: Annotated[ServiceContext, Depe
 
 @router.post("/models/{version}/promote", response_model=VersionRead,
              dependencies=[Depends(require(Role.admin))])
-def promote_model(version: VersionPath, ctx: Annotated[ServiceContext, Depends(get_ctx)],
-                  session: Annotated[Session, Depends(get_session)],
-                  actor: Annotated[str, Depends(get_actor)],
+def promote_model(version: VersionPath, ctx: CtxDep,
+                  session: SessionDep,
+                  actor: ActorDep,
                   model: ModelQuery = None) -> VersionRead:
     model_name = model or ctx.model_name
-    row = service.promote(session, model_name, version, actor)
+    row = promote(session, model_name, version, actor)
     return to_read(row, version, ctx.model_name, full=True,
                    sample_keys=_sample_keys(ctx, model_name))

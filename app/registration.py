@@ -1,4 +1,5 @@
-"""Registering a trained model as a new version, and bootstrapping the shipped base model.
+"""Registering a trained model as a new version, bootstrapping the shipped base model, and
+promoting a version to production.
 
 A model is a name bound to one registered dataset and one architecture. Its versions are
 always evaluated on that dataset, and a model card that names another dataset (by
@@ -15,18 +16,21 @@ from typing import Any
 
 import torch
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from torch import nn
 
 from app.architectures.base import ArchitectureError, ModelSpec
 from app.architectures.catalog import check_fits, get_architecture, load_weights
 from app.audit.service import AuditAction, record
-from app.core.context import MNIST_DATASET, ServiceContext
+from app.context import MNIST_DATASET, ServiceContext
 from app.core.errors import ConflictError, InvalidInputError
 from app.ml.data import ImageData
 from app.registry.artifacts import deserialize_state, sha256_bytes
 from app.registry.model_kinds import kind_of, model_backbone_sha256, model_bytes, spec_of
 from app.registry.models import ModelVersion, RegisteredModel
-from app.registry.service import artifact_key, insert_version
+from app.forgetting.models import ForgetRequest, RequestStatus
+from app.registry.service import artifact_key, get_version, insert_version
+from app.subjects.supersession import ensure_promotable
 
 logger = logging.getLogger("unlearn.registry")
 
@@ -210,3 +214,31 @@ def ensure_base_version(ctx: ServiceContext, weights_path: Path) -> ModelVersion
         raise BaseModelError(f"cannot register {weights_path.name}: {error.message}") from None
     logger.info("registered shipped base model as version %s", row.version)
     return row
+
+
+def promote(session: Session, model_name: str, version: int, actor: str) -> ModelVersion:
+    row = get_version(session, model_name, version)
+    refuse_unverified(session, row, "promoted")
+    ensure_promotable(session, row)  # 409 for a version holding erased data
+    registered = session.get(RegisteredModel, model_name, with_for_update=True)
+    previous = registered.production_version
+    registered.production_version = version
+    record(
+        session, AuditAction.version_promoted, actor,
+        model_name=model_name, model_version=version,
+        details={"previous_production_version": previous},
+    )
+    return row
+
+
+def refuse_unverified(session: Session, row: ModelVersion, what: str) -> None:
+    """409 for a version whose forget request did not meet its acceptance criteria."""
+    if row.forget_request_id is None:
+        return
+    request = session.get(ForgetRequest, row.forget_request_id)
+    if request is not None and request.status == RequestStatus.unverified.value:
+        failed = (request.verification or {}).get("failed") or []
+        raise ConflictError(
+            f"version {row.version} is unverified and cannot be {what}: forget request "
+            f"{request.id} failed its acceptance criteria ({', '.join(failed) or 'unknown'})",
+            "version")

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth.deps import get_principal, require
 from app.auth.service import Principal, Role
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.core.errors import InvalidInputError
 from app.observability.metrics import record_prediction
 from app.prediction import service

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
-from sqlalchemy.orm import Session
 
-from app.api.deps import get_actor, get_session
+from app.api.deps import ActorDep, SessionDep
 from app.auth import service
 from app.auth.deps import require
 from app.auth.models import ApiKey
@@ -24,8 +23,8 @@ def to_read(key: ApiKey) -> ApiKeyRead:
 
 
 @router.post("/keys", status_code=201, response_model=ApiKeyCreated)
-def create_key(body: ApiKeyCreate, session: Annotated[Session, Depends(get_session)],
-               actor: Annotated[str, Depends(get_actor)]) -> ApiKeyCreated:
+def create_key(body: ApiKeyCreate, session: SessionDep,
+               actor: ActorDep) -> ApiKeyCreated:
     key, token = service.create_key(session, name=body.name,
                                     roles=[role.value for role in body.roles],
                                     created_by=actor, expires_at=body.expires_at)
@@ -33,12 +32,12 @@ def create_key(body: ApiKeyCreate, session: Annotated[Session, Depends(get_sessi
 
 
 @router.get("/keys", response_model=ApiKeyList)
-def list_keys(session: Annotated[Session, Depends(get_session)]) -> ApiKeyList:
+def list_keys(session: SessionDep) -> ApiKeyList:
     return ApiKeyList(items=[to_read(key) for key in service.list_keys(session)])
 
 
 @router.post("/keys/{key_id}/revoke", response_model=ApiKeyRead)
 def revoke_key(key_id: Annotated[str, Path(max_length=100)],
-               session: Annotated[Session, Depends(get_session)],
-               actor: Annotated[str, Depends(get_actor)]) -> ApiKeyRead:
+               session: SessionDep,
+               actor: ActorDep) -> ApiKeyRead:
     return to_read(service.revoke_key(session, key_id, actor))

@@ -6,15 +6,14 @@ from functools import partial
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import get_actor, get_ctx, get_session
+from app.api.deps import ActorDep, CtxDep, PrincipalDep, SessionDep
 from app.api.pagination import decode_time_id_cursor, encode_time_id_cursor
-from app.auth.deps import ANY_ROLE, get_principal, require
-from app.auth.service import Principal, Role
+from app.auth.deps import ANY_ROLE, require
+from app.auth.service import Role
 from app.api.fields import omit_fields
-from app.core.context import ServiceContext
+from app.context import ServiceContext
 from app.forgetting import service
 from app.forgetting.models import FINAL_STATUSES, ForgetRequest, RequestStatus
 from app.forgetting.waiting import wait_until
@@ -109,8 +108,8 @@ async def create_forget_request(
     body: ForgetRequestCreate,
     request: Request,
     response: Response,
-    ctx: Annotated[ServiceContext, Depends(get_ctx)],
-    principal: Annotated[Principal, Depends(get_principal)],
+    ctx: CtxDep,
+    principal: PrincipalDep,
     wait: Annotated[bool, Query(description=(
         "Return once the request has finished (at most UNLEARN_WAIT_TIMEOUT_S). A key "
         "already holding UNLEARN_MAX_WAITS_PER_KEY waiting calls gets 202 at once."))] = False,
@@ -160,8 +159,8 @@ async def create_forget_request(
              responses={409: {"description": "The request has already finished."}})
 def cancel_forget_request(request_id: Annotated[str, Path(max_length=64)],
                           request: Request,
-                          ctx: Annotated[ServiceContext, Depends(get_ctx)],
-                          actor: Annotated[str, Depends(get_actor)]) -> ForgetRequestRead:
+                          ctx: CtxDep,
+                          actor: ActorDep) -> ForgetRequestRead:
     """Cancel a queued or running request: it ends `cancelled` and publishes nothing (a
     running attempt stops at its next progress checkpoint). Audited."""
     cancelled = service.cancel_request(ctx.db, request_id, actor)
@@ -178,15 +177,15 @@ def _read_request(ctx: ServiceContext, request_id: str) -> ForgetRequest:
 @router.get("/forget-requests/{request_id}", response_model=ForgetRequestRead,
             dependencies=READERS)
 def read_forget_request(request_id: Annotated[str, Path(max_length=64)],
-                        ctx: Annotated[ServiceContext, Depends(get_ctx)],
-                        session: Annotated[Session, Depends(get_session)]) -> ForgetRequestRead:
+                        ctx: CtxDep,
+                        session: SessionDep) -> ForgetRequestRead:
     return to_read(service.get_request(session, request_id), ctx.model_name)
 
 
 @router.get("/forget-requests", response_model=ForgetRequestList, dependencies=READERS)
 def list_forget_requests(
-    ctx: Annotated[ServiceContext, Depends(get_ctx)],
-    session: Annotated[Session, Depends(get_session)],
+    ctx: CtxDep,
+    session: SessionDep,
     model: Annotated[str | None, Query(max_length=100,
                                        description="Only this model's requests.")] = None,
     status: Annotated[RequestStatus | None, Query()] = None,
