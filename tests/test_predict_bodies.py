@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from app.core.errors import InvalidInputError
 from app.main import create_app
-from app.prediction import routes as prediction_routes
+from app.api.routes import prediction as prediction_routes
 from app.prediction.body_parsing import BodyParser, ParseFailure, parse_predict_body
 from tests.conftest import authorized, make_ctx, make_settings
 from tests.parse_gate import GATE_WAIT_S, gated_parse
