@@ -432,10 +432,74 @@ def test_a_role_sees_only_its_pages(console, ctx):
     for hidden_link in ("/console/audit", "/console/forget-requests", "/console/sweep"):
         assert f'href="{hidden_link}"' not in models.text
     for path in ("/console/audit", "/console/forget-requests", "/console/forget-requests/new",
-                 "/console/models/1", "/console/sweep"):
+                 "/console/sweep"):
         assert console.get(path).status_code == 403, path
+    # A version's page is GET /models/{v}'s, open to every role: its test accuracy, but not
+    # the per-class figures and confusion matrix that GET /models/{v}/metrics keeps to readers.
+    version = console.get("/console/models/1")
+    assert version.status_code == 200
+    assert 'id="version-accuracy"' in version.text
+    assert 'id="version-metrics"' not in version.text and "per-class.png" not in version.text
     assert console.get("/console/plots/versions/1/confusion.png").status_code == 403
     assert console.get("/console/audit/export").status_code == 403
+
+
+# What a console route answers to a key its page does not admit (app/console/auth.require).
+REFUSED_FOR_ROLE = "this page needs one of the roles"
+# Console routes that need no login: the login form and logout.
+PUBLIC_CONSOLE_ROUTES = {("GET", "/console/login"), ("POST", "/console/login"),
+                         ("POST", "/console/logout")}
+# Path parameters that get a route past its role check without costly work: an unknown
+# request, a plot kind that does not exist, a class that is not a number.
+PATH_VALUES = {"version": "1", "request_id": "no-such-request", "kind": "nope", "digit": "x"}
+
+
+def _console_pages(app):
+    """(method, path, page) for every console route; page None where none is declared."""
+    from app.auth.deps import _flatten_routes  # the walk role_matrix makes of the API
+
+    for path, route, _ in _flatten_routes(app.routes):
+        if not path.startswith("/console"):
+            continue
+        pages = {getattr(dependency.call, "console_page", None)
+                 for dependency in route.dependant.dependencies} - {None}
+        assert len(pages) <= 1, (path, pages)
+        for method in route.methods - {"HEAD"}:
+            yield method, path, next(iter(pages), None)
+
+
+def test_every_console_page_admits_exactly_the_roles_of_its_api_route(console, ctx):
+    """Each console route declares the API operation it mirrors, and a key of each role
+    is admitted by the page exactly when the API route admits it: no drift between the
+    console's access and the API's role table (issue 13)."""
+    from app.auth.deps import role_matrix
+    from app.auth.service import Role
+
+    app = console.app
+    api_roles = {(method, path): roles for method, path, roles in role_matrix(app)}
+    walked = list(_console_pages(app))
+    assert len(walked) > 10
+    undeclared = {(method, path) for method, path, page in walked if page is None}
+    assert undeclared == PUBLIC_CONSOLE_ROUTES, "console routes without an API mirror"
+    for role in Role:
+        console.cookies.clear()
+        assert log_in(console, api_key(ctx, role.value, name=f"walker-{role.value}")) \
+            .status_code == 303
+        for method, path, page in walked:
+            if page is None:
+                continue
+            mirrored = auth.PAGE_MIRRORS[page]
+            allowed = api_roles[mirrored]
+            assert allowed is not None, f"{path} mirrors the public route {mirrored}"
+            assert auth.page_roles(app, page) == allowed, (path, mirrored)
+            url = path.format(**PATH_VALUES)
+            # Empty bodies: an admitted caller is answered 4xx by the route's own checks
+            # (CSRF, validation), a refused one by the role check, before anything runs.
+            response = (console.get(url) if method == "GET"
+                        else console.post(url, json={}, headers={"origin": CONSOLE_URL}))
+            refused = response.status_code == 403 and REFUSED_FOR_ROLE in response.text
+            assert refused == (role.value not in allowed), \
+                (role.value, method, path, mirrored, response.status_code, response.text[:200])
 
 
 def test_console_stays_out_of_the_api_schema(client):
@@ -532,7 +596,8 @@ def test_an_auditor_reads_but_cannot_file(console, client, ctx):
         "param.output_dampening.alpha": "0.01", "requested_by": "a", "subject_reference": "b"})
     assert refused.status_code == 403
     assert client.get("/forget-requests").json()["items"] == []
-    assert console.get("/console/try").status_code == 403
+    # Try it is POST /predict's, which auditors may call (to compare versions).
+    assert console.get("/console/try").status_code == 200
 
 
 def test_the_console_export_is_the_audit_export_with_its_formula_guard(console, ctx):

@@ -17,6 +17,25 @@ def test_health_and_readiness(client):
     assert ready.json()["migrations"] == "at head"
 
 
+def test_probes_never_take_a_connection_from_the_request_pool(client, ctx, monkeypatch):
+    """Issue 15, finding 1: health probes never touch the database pool that requests use.
+    With that pool refusing every checkout (as when requests hold all its connections),
+    /readyz and the Open Inference Protocol's probes still answer from their own."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    def exhausted():
+        raise PoolTimeout("QueuePool limit reached: every request connection is held")
+
+    monkeypatch.setattr(ctx.db.engine.pool, "connect", exhausted)
+    client.headers.pop("Authorization")  # probes carry no key
+    for path, expected in (("/healthz", {"status": "ok"}), ("/v2/health/live", {"live": True}),
+                           ("/v2/health/ready", {"ready": True})):
+        response = client.get(path)
+        assert (response.status_code, response.json()) == (200, expected), path
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["migrations"] == "at head"
+
+
 def test_readiness_fails_when_migrations_are_behind(tmp_path):
     from fastapi.testclient import TestClient
 

@@ -72,7 +72,8 @@ def test_probes_and_key_checks_answer_while_fifty_waits_are_held(waiting_ctx):
             time.sleep(0.1)
         # Generous bounds for a loaded 2-core machine; before the fix each of these queued
         # behind the 40 waiting threads for the whole 30 s wait timeout.
-        for path, headers in (("/healthz", {}), ("/readyz", {}),
+        for path, headers in (("/healthz", {}), ("/readyz", {}), ("/v2/health/live", {}),
+                              ("/v2/health/ready", {}),
                               ("/models", {"Authorization": f"Bearer {client}"})):
             started = time.monotonic()
             response = httpx.get(url + path, headers=headers, timeout=60)

@@ -104,8 +104,8 @@ def role_matrix(app) -> list[tuple[str, str, frozenset[str] | None]]:
     rows = []
     for path, route, include_dependencies in _flatten_routes(app.routes):
         if path.startswith("/console"):
-            # The review console logs in with a key into a session cookie and checks roles
-            # per page itself (app/console/auth.py, PAGE_ROLES); it is not the bearer API.
+            # The review console logs in with a key into a session cookie; each page takes
+            # the roles of the API route it mirrors (app/console/auth.py, PAGE_MIRRORS).
             continue
         dependant = getattr(route, "dependant", None)
         roles = _required_roles([*include_dependencies,
@@ -114,6 +114,21 @@ def role_matrix(app) -> list[tuple[str, str, frozenset[str] | None]]:
             if method != "HEAD":
                 rows.append((method, path, roles))
     return sorted(rows, key=lambda row: (row[1], row[0]))
+
+
+def route_roles(app, method: str, path: str) -> frozenset[str] | None:
+    """The roles (admin included) that the API route ``method path`` admits, read from its
+    ``require(...)`` dependency as the matrix reads them; None for a public route. Built
+    once per app (the routes do not change after start). A name that matches no route is
+    a programming error (a console page mirroring a route that was renamed): KeyError."""
+    table = getattr(app.state, "route_roles", None)
+    if table is None:
+        table = {(m, p): roles for m, p, roles in role_matrix(app)}
+        app.state.route_roles = table
+    try:
+        return table[(method, path)]
+    except KeyError:
+        raise KeyError(f"no API route {method} {path}") from None
 
 
 def role_matrix_markdown(app, only: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> str:

@@ -16,12 +16,15 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
 
-from app.auth.service import Principal, Role, authenticate
+from app.auth.deps import route_roles
+from app.auth.service import Principal, authenticate
 from app.console import sessions
 from app.core.errors import ForbiddenError
 from app.console.state import console_state
@@ -30,29 +33,41 @@ SESSION_COOKIE = "unlearn_console"
 LOGIN_COOKIE = "unlearn_console_login"
 COOKIE_PATH = "/console"
 
-# Which of app/auth's roles each page needs: the roles of the API route the page shows
-# (GET /models, GET /forget-requests, POST /forget-requests, GET /audit-log, the
-# certificate route; the α sweep reads what a request's page reads), narrower where the
-# console shows less: a version's plots are for reviewers, and "try" is predictions for
-# client keys (auditors compare versions through the API). Admin passes every check
-# through app.auth's own rule (Principal.has_any), as on the API.
-ANYONE = frozenset(Role)
-READERS = frozenset({Role.privacy_officer, Role.auditor})
-PAGE_ROLES: dict[str, frozenset[Role]] = {
-    "models": ANYONE,
-    "version": READERS,
-    "requests": READERS,
-    "file_request": frozenset({Role.privacy_officer}),
-    "audit": frozenset({Role.auditor}),
-    "certificate": READERS,
-    "try": frozenset({Role.client}),
-    "sweep": READERS,
+# Each page names the API operation it mirrors: the route whose data it shows or whose
+# action it takes. Its roles are that route's, read from the route's own require(...)
+# dependency (app.auth.deps.route_roles), so the console admits exactly whom the API
+# admits and cannot drift from it (tests/test_console.py walks every console route).
+# Admin passes every check through app.auth's own rule (Principal.has_any), as on the API.
+PAGE_MIRRORS: dict[str, tuple[str, str]] = {
+    "models": ("GET", "/models"),
+    "version": ("GET", "/models/{version}"),
+    # A version's test metrics in full (per class, confusion): its plots and tables.
+    "version_metrics": ("GET", "/models/{version}/metrics"),
+    "requests": ("GET", "/forget-requests"),
+    "request": ("GET", "/forget-requests/{request_id}"),
+    "file_request": ("POST", "/forget-requests"),
+    "audit": ("GET", "/audit-log"),
+    "audit_export": ("GET", "/audit-log/export"),
+    "certificate": ("GET", "/forget-requests/{request_id}/certificate"),
+    "try": ("POST", "/predict"),
+    # The α sweep recomputes a version's test metrics for trial α's: what the version's
+    # metrics route reports, so the same readers.
+    "sweep": ("GET", "/models/{version}/metrics"),
 }
 
 
-def may(principal: Principal, page: str) -> bool:
+def page_roles(app: Any, page: str) -> frozenset[str]:
+    """The roles (admin included) that may see ``page``: those of its API route."""
+    method, path = PAGE_MIRRORS[page]
+    roles = route_roles(app, method, path)
+    if roles is None:  # every console page needs a login; a public mirror is a mistake
+        raise KeyError(f"console page {page!r} mirrors the public route {method} {path}")
+    return roles
+
+
+def may(request: Request, principal: Principal, page: str) -> bool:
     """Whether ``principal`` (app.auth's) may see ``page``."""
-    return principal.has_any(frozenset(role.value for role in PAGE_ROLES[page]))
+    return principal.has_any(page_roles(request.app, page))
 
 
 class LoginRequired(Exception):
@@ -118,11 +133,24 @@ def require(request: Request, page: str) -> Session:
     session = current_session(request)
     if session is None:
         raise LoginRequired()
-    if not may(session.principal, page):
-        allowed = ", ".join(sorted({role.value for role in PAGE_ROLES[page]} | {"admin"}))
+    if not may(request, session.principal, page):
+        allowed = ", ".join(sorted(page_roles(request.app, page)))
         held = ", ".join(sorted(session.principal.roles)) or "none"
         raise Forbidden(f"this page needs one of the roles {allowed}; your key holds {held}")
     return session
+
+
+def page(name: str) -> Callable[[Request], Session]:
+    """A route dependency: the caller's session if its key may see page ``name`` (login
+    redirect or 403 otherwise). Declared on the route, as the API's ``require(...)`` is,
+    so that each console route says which API operation it mirrors (``console_page``)."""
+    PAGE_MIRRORS[name]  # an unknown page fails when the route is declared, not when called
+
+    def check(request: Request) -> Session:
+        return require(request, name)
+
+    check.console_page = name  # type: ignore[attr-defined]  # read by the tests
+    return check
 
 
 def session_lifetime(request: Request) -> dt.timedelta:

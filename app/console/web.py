@@ -127,7 +127,7 @@ def page_context(request: Request, **values: Any) -> dict:
     return {
         "principal": principal,
         "csrf_token": session.csrf_token if session else "",
-        "may": (lambda page: bool(principal and auth.may(principal, page))),
+        "may": (lambda page: bool(principal and auth.may(request, principal, page))),
         "model_choices": choices,
         "current_model": model_name_of(request),
         **values,

@@ -167,6 +167,11 @@ class Settings(BaseSettings):
         default=3, ge=1, le=100,
         description="Attempts before a request whose worker keeps vanishing fails.",
     )
+    job_retention_hours: int = Field(
+        default=168, ge=1, le=87600,
+        description="Finished procrastinate jobs (and their events) older than this are "
+        "removed, hourly; forget requests and the audit log are kept.",
+    )
     shutdown_grace_s: float = Field(
         default=30.0, ge=0,
         description="On SIGTERM, how long a worker may finish its request before releasing it.",

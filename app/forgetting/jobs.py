@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 import procrastinate
-from procrastinate import job_context
+from procrastinate import builtin_tasks, job_context
 from procrastinate.worker import Worker
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
@@ -34,6 +34,13 @@ logger = logging.getLogger("unlearn.worker")
 
 TASK_NAME = "unlearn.run_forget_request"
 QUEUES = (HEAVY_QUEUE, LIGHT_QUEUE)
+# Finished jobs are removed after UNLEARN_JOB_RETENTION_HOURS by procrastinate's own
+# cleanup, deferred once an hour by its periodic scheduler. It has a queue of its own that
+# every worker takes beside the ones it was given: one DELETE, nothing to route by resource,
+# and a heavy-only or light-only deployment must still clean up.
+CLEANUP_TASK = "unlearn.remove_old_jobs"
+MAINTENANCE_QUEUE = "maintenance"
+CLEANUP_CRON = "23 * * * *"  # hourly, off the hour when other cron jobs crowd the database
 
 
 def conninfo(database_url: str) -> str:
@@ -170,6 +177,21 @@ def build_job_app(ctx: ServiceContext, worker_name: str,
             raise execution.ExecutionReleased(f"request {request_id} released on shutdown")
         return outcome
 
+    retention_hours = ctx.settings.job_retention_hours
+
+    # Only procrastinate's rows go: jobs in a final state (succeeded, failed, cancelled,
+    # aborted) for longer than the retention, with their events. A request's record is its
+    # forget_requests row and the audit log, which this never touches; a queued or running
+    # job is never final. The queueing lock keeps one cleanup waiting at most, however long
+    # the workers are busy.
+    @app.periodic(cron=CLEANUP_CRON)
+    @app.task(name=CLEANUP_TASK, queue=MAINTENANCE_QUEUE, queueing_lock=CLEANUP_TASK,
+              pass_context=True)
+    async def remove_old_jobs(context: job_context.JobContext, timestamp: int) -> None:
+        await builtin_tasks.remove_old_jobs(
+            context, max_hours=retention_hours, remove_failed=True, remove_cancelled=True,
+            remove_aborted=True)
+
     return app
 
 
@@ -183,6 +205,7 @@ class JobWorker:
                  on_finished: Callable[[], None] | None = None, name: str | None = None):
         self.ctx = ctx
         self.queues = list(queues) if queues else list(QUEUES)
+        self.queues.append(MAINTENANCE_QUEUE)
         self.name = name or execution.process_name()
         self.on_finished = on_finished
         self.warmed_up = threading.Event()
@@ -216,7 +239,7 @@ class JobWorker:
             )
             sweeper = asyncio.create_task(self._sweep_stalled(app), name="retry-stalled-jobs")
             logger.info("worker %s ready (procrastinate, queues %s)", self.name,
-                        ",".join(self.queues))
+                        ",".join(self.queues))  # the maintenance queue included
             self.warmed_up.set()
             try:
                 await self._worker.run()

@@ -29,20 +29,25 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(request: Request):
+async def readiness(request: Request) -> Readiness:
+    """The one readiness check, for ``/readyz`` and the Open Inference Protocol's
+    ``/v2/health/ready``: on the probe's own thread and connection (``app.health.probe``),
+    so that neither queues behind the traffic it judges."""
     try:
         current, head = await request.app.state.readiness.migration_status()
     except TimeoutError:
-        body = Readiness(status="unavailable", database="unreachable: no answer in time",
+        return Readiness(status="unavailable", database="unreachable: no answer in time",
                          migrations="unknown")
-        return JSONResponse(body.model_dump(), status_code=503)
     except Exception as error:  # database unreachable
-        body = Readiness(status="unavailable", database=f"unreachable: {type(error).__name__}",
+        return Readiness(status="unavailable", database=f"unreachable: {type(error).__name__}",
                          migrations="unknown")
-        return JSONResponse(body.model_dump(), status_code=503)
     at_head = current == head
-    body = Readiness(status="ready" if at_head else "unavailable", database="ok",
+    return Readiness(status="ready" if at_head else "unavailable", database="ok",
                      migrations="at head" if at_head else "behind",
                      current_revision=current, head_revision=head)
-    return JSONResponse(body.model_dump(), status_code=200 if at_head else 503)
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+async def readyz(request: Request) -> JSONResponse:
+    body = await readiness(request)
+    return JSONResponse(body.model_dump(), status_code=200 if body.status == "ready" else 503)

@@ -16,7 +16,7 @@ from app.auth.deps import get_principal, require
 from app.auth.service import Principal, Role
 from app.context import ServiceContext
 from app.core.errors import NotFoundError
-from app.db.migrations import migration_status
+from app.health.routes import readiness
 from app.prediction import inference_protocol as protocol
 from app.prediction import service
 from app.prediction.predictor import Predictor
@@ -42,20 +42,19 @@ INFER_BODY = {
 }
 
 
+# Both probes are coroutines, as /healthz and /readyz are: a sync route would wait for a
+# thread of the request pool, and a probe must answer while requests hold every one.
 @router.get("/health/live", response_model=protocol.LiveResponse)
-def live() -> protocol.LiveResponse:
+async def live() -> protocol.LiveResponse:
     return protocol.LiveResponse(live=True)
 
 
 @router.get("/health/ready", response_model=protocol.ReadyResponse,
             responses={503: {"model": protocol.ReadyResponse}})
-def ready(ctx: CtxDep):
-    """Ready when the database answers and its schema is at head (as ``/readyz``)."""
-    try:
-        current, head = migration_status(ctx.db.engine)
-        is_ready = current == head
-    except Exception:  # database unreachable
-        is_ready = False
+async def ready(request: Request) -> JSONResponse:
+    """Ready when ``/readyz`` is (the database answers and its schema is at head): the same
+    check, on the probe's own connection and thread, never the request database pool."""
+    is_ready = (await readiness(request)).status == "ready"
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import (
     HTMLResponse,
     Response,
@@ -65,11 +65,12 @@ AuditQuery = Annotated[str | None, Query(max_length=200)]
 
 
 @pages.get("/audit", response_class=HTMLResponse)
-def audit_page(request: Request, action: AuditQuery = None, actor: AuditQuery = None,
+def audit_page(request: Request,
+               access: Annotated[auth.Session, Depends(auth.page("audit"))],
+               action: AuditQuery = None, actor: AuditQuery = None,
                subject_reference: AuditQuery = None, model_version: AuditQuery = None,
                forget_request_id: AuditQuery = None, since: AuditQuery = None,
                until: AuditQuery = None, cursor: AuditQuery = None) -> Response:
-    auth.require(request, "audit")
     filters = _audit_filter(action, actor, subject_reference, model_version, forget_request_id,
                             since, until)
     before_id = decode_id_cursor(cursor or None)
@@ -119,6 +120,7 @@ def _chain_status(session) -> dict | None:
 
 @data.get("/audit/export")
 def audit_export(request: Request,
+                 access: Annotated[auth.Session, Depends(auth.page("audit_export"))],
                  format: Annotated[ExportFormat, Query()] = ExportFormat.jsonl,
                  action: AuditQuery = None, actor: AuditQuery = None,
                  subject_reference: AuditQuery = None, model_version: AuditQuery = None,
@@ -126,7 +128,6 @@ def audit_export(request: Request,
                  until: AuditQuery = None) -> StreamingResponse:
     """The API's export (app/audit/export.py: chain order, hashes, the CSV formula guard),
     narrowed to the page's filters."""
-    auth.require(request, "audit")
     filters = _audit_filter(action, actor, subject_reference, model_version, forget_request_id,
                             since, until)
     media = export.JSONL_TYPE if format is ExportFormat.jsonl else export.CSV_TYPE

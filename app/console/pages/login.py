@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import (
     HTMLResponse,
@@ -29,11 +29,11 @@ data = data_router()
 
 
 @pages.get("/", response_class=HTMLResponse)
-def home(request: Request) -> Response:
-    session = auth.require(request, "models")
+def home(request: Request,
+         session: Annotated[auth.Session, Depends(auth.page("models"))]) -> Response:
     for page, path in (("models", "/console/models"), ("requests", "/console/forget-requests"),
                        ("audit", "/console/audit"), ("try", "/console/try")):
-        if auth.may(session.principal, page):
+        if auth.may(request, session.principal, page):
             return RedirectResponse(path, status_code=303)
     raise Forbidden("your key holds no role that the console shows")
 

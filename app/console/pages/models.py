@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Depends, Request
 from fastapi.responses import (
     HTMLResponse,
     Response,
@@ -31,8 +33,8 @@ data = data_router()
 
 
 @pages.get("/models", response_class=HTMLResponse)
-def models_page(request: Request) -> Response:
-    auth.require(request, "models")
+def models_page(request: Request,
+                access: Annotated[auth.Session, Depends(auth.page("models"))]) -> Response:
     ctx = service_context(request)
     model_name = model_name_of(request)
     with ctx.db.session() as session:
@@ -53,8 +55,9 @@ def models_page(request: Request) -> Response:
 
 
 @pages.get("/models/{version}", response_class=HTMLResponse)
-def version_page(request: Request, version: VersionNumber) -> Response:
-    auth.require(request, "version")
+def version_page(request: Request,
+                 access: Annotated[auth.Session, Depends(auth.page("version"))],
+                 version: VersionNumber) -> Response:
     ctx = service_context(request)
     with ctx.db.session() as session:
         model_name = model_name_of(request)

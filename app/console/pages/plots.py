@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import (
     Response,
 )
@@ -32,8 +32,9 @@ data = data_router()
 
 
 @data.get("/plots/versions/{version}/{kind}.png")
-def version_plot(request: Request, version: VersionNumber, kind: str) -> Response:
-    auth.require(request, "version")
+def version_plot(request: Request,
+                 access: Annotated[auth.Session, Depends(auth.page("version_metrics"))],
+                 version: VersionNumber, kind: str) -> Response:
     ctx = service_context(request)
     with ctx.db.session() as session:
         row = registry_service.get_version(session, model_name_of(request), version)
@@ -52,8 +53,9 @@ def version_plot(request: Request, version: VersionNumber, kind: str) -> Respons
 
 
 @data.get("/plots/forget-requests/{request_id}/{kind}.png")
-def request_plot(request: Request, request_id: str, kind: str) -> Response:
-    auth.require(request, "requests")
+def request_plot(request: Request,
+                 access: Annotated[auth.Session, Depends(auth.page("request"))],
+                 request_id: str, kind: str) -> Response:
     ctx = service_context(request)
     with ctx.db.session() as session:
         row = forgetting_service.get_request(session, request_id[:64])
@@ -83,9 +85,10 @@ def request_plot(request: Request, request_id: str, kind: str) -> Response:
 
 
 @data.get("/plots/sweep/{version}/{digit}.png")
-def sweep_plot(request: Request, version: VersionNumber, digit: int,
+def sweep_plot(request: Request,
+               access: Annotated[auth.Session, Depends(auth.page("sweep"))],
+               version: VersionNumber, digit: int,
                alphas: Annotated[str | None, Query(max_length=300)] = None) -> Response:
-    auth.require(request, "sweep")
     ctx = service_context(request)
     with ctx.db.session() as session:
         row = registry_service.get_version(session, model_name_of(request), version)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Any
 
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import (
     HTMLResponse,
@@ -54,6 +54,7 @@ data = data_router()
 @pages.get("/forget-requests", response_class=HTMLResponse)
 def requests_page(
     request: Request,
+    access: Annotated[auth.Session, Depends(auth.page("requests"))],
     status: Annotated[str | None, Query(max_length=16)] = None,
     subject_reference: Annotated[str | None, Query(max_length=200)] = None,
     method: Annotated[str | None, Query(max_length=64)] = None,
@@ -61,7 +62,6 @@ def requests_page(
     until: Annotated[str | None, Query(max_length=40)] = None,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Response:
-    auth.require(request, "requests")
     ctx = service_context(request)
     status = status or None
     if status is not None and status not in {s.value for s in RequestStatus}:
@@ -98,8 +98,8 @@ def _form_page(request: Request, values: dict, error: str | None = None,
 
 
 @pages.get("/forget-requests/new", response_class=HTMLResponse)
-def new_request_page(request: Request) -> Response:
-    session = auth.require(request, "file_request")
+def new_request_page(request: Request,
+                     session: Annotated[auth.Session, Depends(auth.page("file_request"))]) -> Response:
     # A fresh idempotency key per rendered form: a double submit files one request.
     return _form_page(request, {"requested_by": session.principal.name,
                                 "method": next(iter(views.METHODS), ""),
@@ -107,8 +107,8 @@ def new_request_page(request: Request) -> Response:
 
 
 @pages.post("/forget-requests", response_class=HTMLResponse)
-async def file_request(request: Request) -> Response:
-    session = auth.require(request, "file_request")
+async def file_request(request: Request,
+                       session: Annotated[auth.Session, Depends(auth.page("file_request"))]) -> Response:
     form = await request.form()
     auth.check_csrf(request, session, str(form.get("csrf_token") or ""))
     values = {key: form.getlist(key) if key == "classes" else str(value)
@@ -206,8 +206,9 @@ def _file(request: Request, body: ForgetRequestCreate, actor: str,
 
 
 @pages.get("/forget-requests/{request_id}", response_class=HTMLResponse)
-def request_page(request: Request, request_id: str) -> Response:
-    auth.require(request, "requests")
+def request_page(request: Request,
+                 access: Annotated[auth.Session, Depends(auth.page("request"))],
+                 request_id: str) -> Response:
     ctx = service_context(request)
     with ctx.db.session() as session:
         row = forgetting_service.get_request(session, request_id[:64])
@@ -230,15 +231,16 @@ def _certificate_url(request: Request, row: ForgetRequest) -> str | None:
     """The console's link to the signed erasure certificate of a completed request."""
     session = auth.current_session(request)
     if row.status == RequestStatus.completed.value and session and \
-            auth.may(session.principal, "certificate"):
+            auth.may(request, session.principal, "certificate"):
         return f"/console/forget-requests/{row.id}/certificate"
     return None
 
 
 @data.get("/forget-requests/{request_id}/certificate")
-def request_certificate(request: Request, request_id: str) -> JSONResponse:
+def request_certificate(request: Request,
+                        access: Annotated[auth.Session, Depends(auth.page("certificate"))],
+                        request_id: str) -> JSONResponse:
     """The same signed certificate as the API's, for the logged-in console user."""
-    auth.require(request, "certificate")
     ctx = service_context(request)
     with ctx.db.session() as session:
         certificate = certificate_service.issue_certificate(ctx, session, request_id[:64])
@@ -248,8 +250,9 @@ def request_certificate(request: Request, request_id: str) -> JSONResponse:
 
 
 @data.get("/forget-requests/{request_id}/status")
-def request_status(request: Request, request_id: str) -> JSONResponse:
-    auth.require(request, "requests")
+def request_status(request: Request,
+                   access: Annotated[auth.Session, Depends(auth.page("request"))],
+                   request_id: str) -> JSONResponse:
     ctx = service_context(request)
     with ctx.db.session() as session:
         row = forgetting_service.get_request(session, request_id[:64])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import (
     HTMLResponse,
     Response,
@@ -33,10 +33,11 @@ data = data_router()
 
 
 @pages.get("/sweep", response_class=HTMLResponse)
-def sweep_page(request: Request, version: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
+def sweep_page(request: Request,
+               access: Annotated[auth.Session, Depends(auth.page("sweep"))],
+               version: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
                digit: Annotated[int | None, Query(alias="class")] = None,
                alphas: Annotated[str | None, Query(max_length=300)] = None) -> Response:
-    auth.require(request, "sweep")
     ctx = service_context(request)
     with ctx.db.session() as session:
         versions = all_versions(model_name_of(request), session)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
@@ -38,8 +38,9 @@ data = data_router()
 
 
 @pages.get("/try", response_class=HTMLResponse)
-def try_page(request: Request, left: int | None = None, right: int | None = None) -> Response:
-    auth.require(request, "try")
+def try_page(request: Request,
+             access: Annotated[auth.Session, Depends(auth.page("try"))],
+             left: int | None = None, right: int | None = None) -> Response:
     ctx = service_context(request)
     with ctx.db.session() as session:
         versions = all_versions(model_name_of(request), session)
@@ -64,8 +65,9 @@ class TryRequest(BaseModel):
 
 
 @data.post("/try/predict")
-def try_predict(request: Request, body: TryRequest) -> JSONResponse:
-    session = auth.require(request, "try")
+def try_predict(request: Request,
+                session: Annotated[auth.Session, Depends(auth.page("try"))],
+                body: TryRequest) -> JSONResponse:
     auth.check_csrf(request, session, request.headers.get("x-csrf-token"))
     ctx = service_context(request)
     answers = []
@@ -74,7 +76,7 @@ def try_predict(request: Request, body: TryRequest) -> JSONResponse:
             version = registry_service.get_version(db_session, model_name_of(request), number,
                                                    f"versions[{position}]")
         # As /predict: 410 from a purged version, 409 from a superseded one for client
-        # keys (admins may still compare against it, audited).
+        # keys (admins and auditors may still compare against it, audited).
         try:
             check_servable(ctx.db, version, session.principal.roles, actor_of(session),
                            len(body.instances))
