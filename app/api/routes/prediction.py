@@ -105,7 +105,7 @@ def _prepare(ctx: ServiceContext, predictor: Predictor, body: PredictRequest,
         body.model_version, actor, model_name=body.model_name or ctx.model_name,
         # 410 for a purged version, 409 for a superseded one (admins and auditors may
         # still ask it, audited): checked before the model is loaded.
-        check=lambda row: check_servable(ctx.db, row, roles, actor, count))
+        check=lambda row, state: check_servable(ctx.db, row, roles, actor, count, state))
     limit = ctx.settings.max_predict_batch
     shape = service.image_shape(version)
     batch = (service.batch_from_instances(instances, limit, shape) if instances is not None
