@@ -82,3 +82,18 @@ def test_state_written_elsewhere_is_seen_by_the_next_prediction(ctx, small_data)
                                      purged_by="elsewhere"))
         gone = client.post("/predict", json={"instances": images, "model_version": 1})
         assert gone.status_code == 410, gone.text
+
+
+def test_predict_answer_keeps_its_documented_shape(client, small_data):
+    """/predict encodes its answer itself (orjson): the answer still validates as the
+    PredictResponse the OpenAPI document names."""
+    from app.prediction.schemas import PredictResponse
+
+    response = client.post("/predict", json={
+        "instances": small_data.test_images[:3, 0].numpy().tolist()})
+    assert response.headers["content-type"] == "application/json"
+    answer = PredictResponse.model_validate_json(response.content)
+    assert answer.model_version == 1 and len(answer.predictions) == 3
+    documented = client.app.openapi()["paths"]["/predict"]["post"]["responses"]["200"]
+    assert documented["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/PredictResponse")
