@@ -48,10 +48,12 @@ def _instrument() -> None:
     """Wrap each stage where the route looks it up (module globals), before the app is made."""
     auth_deps.authenticate_throttled = _timed("API key check (one database session)",
                                               auth_deps.authenticate_throttled)
-    routes.check_servable = _timed("supersession check (one database session)",
+    # Since issue 14 the version, the production pointer and the superseded/purged state
+    # are read in one session (the lookup); the check then only judges that state.
+    routes.check_servable = _timed("supersession check (on the state read by the lookup)",
                                    routes.check_servable)
     predictor_module.Predictor._version_row = _timed(  # type: ignore[method-assign]
-        "version lookup (production pointer, one database session)",
+        "version lookup (production pointer and version state, one database session)",
         predictor_module.Predictor._version_row)
     routes._parse_body = _timed("JSON parsing", routes._parse_body)
     prediction_service.batch_from_instances = _timed("input checks and decoding",

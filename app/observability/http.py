@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 import uuid
+
+from cachetools import LRUCache
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
@@ -14,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request as StarletteRequest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.observability.logs import log_context
@@ -132,7 +136,7 @@ class _ContextInstrumentation:
                     http_metrics.requests(registry=registry),
                     http_metrics.latency(buckets=HTTP_LATENCY_BUCKETS, registry=registry),
                 ]
-        return PrometheusInstrumentatorMiddleware(
+        return _KeptHandlerInstrumentator(
             self.app,
             should_group_status_codes=False,
             should_ignore_untemplated=False,
@@ -152,3 +156,36 @@ class _ContextInstrumentation:
         if self._inner is None:
             self._inner = self._build(scope)
         await self._inner(scope, receive, send)
+
+
+# Route templates kept per (method, root path, path); paths longer than this are matched
+# each time rather than kept (a client choosing paths cannot make the cache large).
+HANDLERS_KEPT = 4096
+HANDLER_PATH_KEPT_CHARS = 512
+
+
+class _KeptHandlerInstrumentator(PrometheusInstrumentatorMiddleware):
+    """The library's middleware, with the route template of each path kept: it otherwise
+    matches the path against every route of the app (the console's included) on every
+    request, about a third of a millisecond on the prediction path. The routes are fixed
+    once the app is made, so a path's template and whether it is templated never change."""
+
+    def __init__(self, app: ASGIApp, **kwargs):
+        super().__init__(app, **kwargs)
+        self._handlers: LRUCache[tuple[str, str, str], tuple[str, bool]] = LRUCache(
+            maxsize=HANDLERS_KEPT)
+        self._handlers_lock = threading.Lock()  # LRUCache is not thread-safe
+
+    def _get_handler(self, request: StarletteRequest) -> tuple[str, bool]:
+        scope = request.scope
+        path = scope.get("path", "")
+        if len(path) > HANDLER_PATH_KEPT_CHARS:
+            return super()._get_handler(request)
+        key = (scope.get("method", ""), scope.get("root_path", ""), path)
+        with self._handlers_lock:
+            kept = self._handlers.get(key)
+        if kept is None:
+            kept = super()._get_handler(request)
+            with self._handlers_lock:
+                self._handlers[key] = kept
+        return kept

@@ -16,11 +16,14 @@ from app.core.errors import CorruptArtifactError, NotFoundError
 from app.prediction.batching import DynamicBatcher
 from app.prediction.service import forward_probabilities
 from app.registry.models import ModelVersion
-from app.registry.service import get_registered_model, get_version
+from app.registry.service import get_version
+from app.subjects.supersession import VersionState, VersionStates, VersionStatus
 
 # Registry rows kept per Predictor. A version row never changes once published, so a kept
-# row cannot go stale; only the production pointer is read from the database each call.
+# row cannot go stale; the production pointer and the versions' superseded/purged state
+# are read from the database each call (one statement, app.subjects.supersession).
 VERSION_ROWS_KEPT = 256
+CURRENT = VersionState(VersionStatus.current)
 
 
 class Predictor:
@@ -30,6 +33,7 @@ class Predictor:
         self._versions: LRUCache[tuple[str, int], ModelVersion] = LRUCache(
             maxsize=VERSION_ROWS_KEPT)
         self._lock = threading.Lock()  # LRUCache is not thread-safe
+        self.states = VersionStates()
         self.batcher: DynamicBatcher | None = None
         # Refusals are audited once per key, version and window: a client cannot flood
         # the append-only log by asking a corrupted version again and again.
@@ -43,15 +47,20 @@ class Predictor:
             )
 
     def load(self, model_version: int | None, actor: str, field: str = "model_version",
-             model_name: str | None = None,
-             check=None) -> tuple[ModelVersion, object]:
+             model_name: str | None = None, check=None,
+             unregistered: Exception | None = None) -> tuple[ModelVersion, object]:
         """The version (default: production) and its model; blocking (database, files).
 
-        Rows are read once per version (with their metrics JSON, which a prediction does
-        not need): a call naming a version seen before touches no database."""
-        version = self._version_row(model_name or self.ctx.model_name, model_version, field)
-        if check is not None:  # e.g. whether the version may still answer this caller
-            check(version)
+        ``check(row, state)``, when given, judges whether the version may answer (e.g.
+        ``check_servable``); ``state`` is its superseded/purged state, read in the same
+        database session as the production pointer: one session a call, and none for a
+        version seen before when there is nothing to check. ``unregistered``: raised, when
+        given, if the model is not registered (read in that same session)."""
+        version, state = self._version_row(model_name or self.ctx.model_name, model_version,
+                                           field, with_state=check is not None,
+                                           unregistered=unregistered)
+        if check is not None:
+            check(version, state)
         try:
             return version, self.ctx.models.get(version)
         except CorruptArtifactError as error:
@@ -62,25 +71,35 @@ class Predictor:
                                         previous_window_refusals=previous)
             raise
 
-    def _version_row(self, name: str, number: int | None, field: str) -> ModelVersion:
+    def _version_row(self, name: str, number: int | None, field: str,
+                     with_state: bool = False, unregistered: Exception | None = None,
+                     ) -> tuple[ModelVersion, VersionState]:
+        row = None
         if number is not None:
             with self._lock:
                 row = self._versions.get((name, number))
-            if row is not None:
-                return row
+            if row is not None and not with_state:
+                return row, CURRENT
         with self.ctx.db.session() as session:
-            if number is None:
-                number = get_registered_model(session, name).production_version
+            states: dict[int, VersionState] = {}
+            if number is None or with_state:
+                registered, production, states = self.states.read(session, name)
+                if not registered and unregistered is not None:
+                    raise unregistered
                 if number is None:
-                    raise NotFoundError(f"model {name!r} has no production version", field)
+                    if not registered:
+                        raise NotFoundError(f"model {name!r} is not registered", field)
+                    if production is None:
+                        raise NotFoundError(f"model {name!r} has no production version",
+                                            field)
+                    number = production
+                    with self._lock:
+                        row = self._versions.get((name, number))
+            if row is None:
+                row = get_version(session, name, number, field)
                 with self._lock:
-                    row = self._versions.get((name, number))
-                if row is not None:
-                    return row
-            row = get_version(session, name, number, field)
-        with self._lock:
-            self._versions[(name, number)] = row
-        return row
+                    self._versions[(name, number)] = row
+        return row, states.get(row.version, CURRENT)
 
     async def probabilities(self, version: ModelVersion, model: object,
                             images: np.ndarray) -> np.ndarray:

@@ -12,9 +12,10 @@ requests, purges) whenever it is needed, so it can never drift from them.
 from __future__ import annotations
 
 import enum
+import threading
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from app.audit.service import AuditAction
@@ -100,6 +101,59 @@ def version_states(session: Session, model_name: str) -> dict[int, VersionState]
     return states
 
 
+def state_fingerprint(session: Session, model_name: str) -> tuple:
+    """One statement reading everything ``version_states`` depends on, in summary:
+    (registered, production version, versions, completed requests, purges). Versions,
+    completed requests and purges are never deleted or changed once they count here
+    (a version row is immutable once published, ``completed`` is a final status, a purge
+    row is written once), so each can only be added; the counts then change exactly when
+    the rows do, and so equal fingerprints mean equal states."""
+    versions = (select(func.count()).select_from(ModelVersion)
+                .where(ModelVersion.model_name == model_name).scalar_subquery())
+    completed = (select(func.count()).select_from(ForgetRequest)
+                 .where(ForgetRequest.model_name == model_name,
+                        ForgetRequest.status == RequestStatus.completed.value)
+                 .scalar_subquery())
+    purges = (select(func.count()).select_from(VersionPurge)
+              .where(VersionPurge.model_name == model_name).scalar_subquery())
+    registered = exists().where(RegisteredModel.name == model_name)
+    production = (select(RegisteredModel.production_version)
+                  .where(RegisteredModel.name == model_name).scalar_subquery())
+    row = session.execute(select(registered, production, versions, completed, purges)).one()
+    return (bool(row[0]), row[1], row[2], row[3], row[4])
+
+
+class VersionStates:
+    """``version_states`` of each model, kept while its fingerprint (one cheap statement,
+    read in the caller's session on every call) is unchanged.
+
+    Exact, not a time-bounded cache: a forget request completing, a version published or
+    purged, or production moving (in this process or any other sharing the database)
+    changes the fingerprint, and the next call recomputes the states from the rows. This
+    replaces, on the prediction path, loading every version, completed request and purge
+    of the model on each call."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[tuple, dict[int, VersionState]]] = {}
+        self._lock = threading.Lock()
+
+    def read(self, session: Session, model_name: str) -> tuple[bool, int | None,
+                                                                 dict[int, VersionState]]:
+        """(registered, production version, states by version number)."""
+        fingerprint = state_fingerprint(session, model_name)
+        registered, production = fingerprint[0], fingerprint[1]
+        with self._lock:
+            kept = self._kept.get(model_name)
+        if kept is not None and kept[0] == fingerprint:
+            return registered, production, kept[1]
+        # Read after the fingerprint, so at least as new as it: kept under an older
+        # fingerprint, they are recomputed at the next call, never served stale.
+        states = version_states(session, model_name) if registered else {}
+        with self._lock:
+            self._kept[model_name] = (fingerprint, states)
+        return registered, production, states
+
+
 def version_state(session: Session, version: ModelVersion) -> VersionState:
     return version_states(session, version.model_name).get(
         version.version, VersionState(VersionStatus.current))
@@ -153,16 +207,18 @@ def production_notice(request: ForgetRequest) -> str | None:
 
 
 def check_servable(db, version: ModelVersion, roles: frozenset[str], actor: str,
-                   image_count: int | None) -> None:
+                   image_count: int | None, state: VersionState | None = None) -> None:
     """Before a prediction: 410 from a purged version; 409 for client-role callers from a
     superseded one; admin and auditor keys may query it (before/after comparisons), and
     each such call is audited (``image_count`` None: not known before the body is parsed,
-    as in the KServe v2 routes)."""
+    as in the KServe v2 routes). ``state``: the version's state when the caller read it
+    already (the prediction routes, in the session that resolved the version)."""
     from app.audit.service import record
     from app.core.errors import ConflictError, GoneError
 
-    with db.session() as session:
-        state = version_state(session, version)
+    if state is None:
+        with db.session() as session:
+            state = version_state(session, version)
     if state.status is VersionStatus.current:
         return
     if state.status is VersionStatus.purged:

@@ -118,7 +118,8 @@ async def infer_version(name: str, version: str, request: Request,
 
 async def _infer(name: str, version_number: int | None, request: Request,
                  ctx: ServiceContext, predictor: Predictor, principal: Principal) -> Response:
-    _check_name(ctx, name)
+    # The model's name is checked in _prepare, in the one database session that resolves
+    # the version and its state (not on the event loop, not in a session of its own).
     body = await request.body()
     header_length = request.headers.get(protocol.HEADER_LENGTH)
     # A large JSON header is parsed in a parsing process (it holds the GIL for as long as
@@ -156,7 +157,9 @@ def _prepare(ctx: ServiceContext, predictor: Predictor, name: str, version_numbe
     version, model = predictor.load(
         version_number, principal.name,
         "version" if version_number is not None else "name", model_name=name,
-        check=lambda row: check_servable(ctx.db, row, principal.roles, principal.name, None))
+        check=lambda row, state: check_servable(ctx.db, row, principal.roles, principal.name,
+                                                None, state),
+        unregistered=_unknown_model(name))
     parsed = None
     if parse:
         parsed = protocol.parse_request(body, header_length, service.image_shape(version),
@@ -187,8 +190,12 @@ def _check_name(ctx: ServiceContext, name: str) -> None:
     """404 unless ``name`` is a registered model (``GET /registered-models`` lists them)."""
     with ctx.db.session() as session:
         if session.get(RegisteredModel, name) is None:
-            raise NotFoundError(f"no model named {name!r}; GET /registered-models lists the "
-                                f"hosted ones", "name")
+            raise _unknown_model(name)
+
+
+def _unknown_model(name: str) -> NotFoundError:
+    return NotFoundError(f"no model named {name!r}; GET /registered-models lists the "
+                         f"hosted ones", "name")
 
 
 def _version_number(version: str) -> int:
