@@ -46,7 +46,7 @@ class DatabaseCollector(Collector):
 
     def collect(self):
         from app.audit.models import AuditChainHead
-        from app.forgetting.models import ForgetRequest
+        from app.forget_requests.models import ForgetRequest
         from app.notifications.models import WebhookDelivery
 
         up = GaugeMetricFamily("unlearn_metrics_database_up",
