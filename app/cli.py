@@ -351,7 +351,7 @@ def worker(
     from app.forgetting.jobs import QUEUES, JobWorker
     from app.ml.data import DataUnavailableError
 
-    from app.observability.lifecycle import start_operations
+    from app.operations import start_operations
 
     chosen = [name.strip() for name in queues.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(QUEUES))

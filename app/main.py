@@ -30,8 +30,8 @@ from app.forgetting.waiting import WaitSlots
 from app.forgetting.worker import InProcessExecutor, Notifier
 from app.health.probe import ReadinessProbe
 from app.health.routes import router as health_router
-from app.observability.http import install_observability
-from app.observability.lifecycle import start_operations
+from app.api.observability import install_observability
+from app.operations import start_operations
 from app.api.routes.prediction import router as prediction_router
 from app.api.routes.prediction_v2 import router as inference_protocol_router
 from app.api.routes.registry import router as registry_router

@@ -28,7 +28,7 @@ from app.ml.data import ImageData
 from app.registry.artifacts import deserialize_state, sha256_bytes
 from app.registry.model_kinds import kind_of, model_backbone_sha256, model_bytes, spec_of
 from app.registry.models import ModelVersion, RegisteredModel
-from app.forgetting.models import ForgetRequest, RequestStatus
+from app.forget_requests.models import ForgetRequest, RequestStatus
 from app.registry.service import artifact_key, get_version, insert_version
 from app.subjects.supersession import ensure_promotable
 

@@ -22,7 +22,7 @@ from app.context import ServiceContext  # noqa: E402
 from app.wiring import build_context  # noqa: E402
 from app.db.migrations import upgrade  # noqa: E402
 from app.forgetting.execution import claim_next, execute_request  # noqa: E402
-from app.forgetting.models import ForgetRequest  # noqa: E402
+from app.forget_requests.models import ForgetRequest  # noqa: E402
 from app.forgetting.schemas import ForgetRequestCreate  # noqa: E402
 from app.forgetting.service import file_request  # noqa: E402
 from app.registration import ensure_base_version  # noqa: E402

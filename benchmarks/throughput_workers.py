@@ -40,7 +40,7 @@ from sqlalchemy import func, select
 from app.core.config import load_settings
 from app.wiring import build_context
 from app.db.migrations import upgrade
-from app.forgetting.models import ForgetRequest
+from app.forget_requests.models import ForgetRequest
 from app.forgetting.schemas import ForgetRequestCreate
 from app.forgetting.service import file_request
 from app.registry.models import ModelVersion

@@ -51,7 +51,7 @@ from app.ml.data import load_mnist  # noqa: E402
 from app.architectures.mnist_cnn import NAME as ARCHITECTURE  # noqa: E402
 from app.ml.training import TrainingRecipe, train_model  # noqa: E402
 from app.registration import register_trained_model  # noqa: E402
-from app.forgetting.models import ForgetRequest  # noqa: E402
+from app.forget_requests.models import ForgetRequest  # noqa: E402
 from app.verification.service import train_shadow_bank  # noqa: E402
 
 SCENARIOS = ("class", "class_subset", "random600")

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from app.db.retry import retry_transient
-from app.forgetting.models import ForgetRequest
+from app.forget_requests.models import ForgetRequest
 from app.main import create_app
 from tests.test_console import CONSOLE_URL, log_in
 from tests.conftest import (

@@ -17,7 +17,7 @@ from sqlalchemy import select, text
 
 from app.audit.models import AuditEntry
 from app.forgetting import execution, jobs, pipeline
-from app.forgetting.models import ForgetRequest
+from app.forget_requests.models import ForgetRequest
 from app.forgetting.schemas import ForgetRequestCreate
 from app.forgetting.service import file_request, submit_request
 from app.forgetting.worker import Notifier

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.forgetting.worker import InProcessExecutor, Notifier
 from app.main import create_app
-from app.observability.metrics import queue_for_method
+from app.operations import queue_for_method
 from tests.conftest import api_key, authorized, forget_body, make_ctx, make_settings
 
 

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from app.audit.models import AuditEntry
-from app.forgetting.models import ForgetRequest
+from app.forget_requests.models import ForgetRequest
 from app.forgetting.schemas import ForgetRequestCreate
 from app.forgetting.service import submit_request
 from app.registry.models import ModelVersion

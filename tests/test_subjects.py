@@ -17,7 +17,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from app.audit.service import verify_chain
-from app.forgetting.models import ForgetRequest
+from app.forget_requests.models import ForgetRequest
 from app.main import create_app
 from app.registry.models import ModelVersion
 from app.subjects.purge import PurgeScheduler, purge_superseded

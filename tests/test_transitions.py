@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from app.audit.models import AuditEntry
 from app.audit.service import AuditAction
-from app.forgetting.models import FINAL_STATUSES, ForgetRequest, RequestStatus
+from app.forget_requests.models import FINAL_STATUSES, ForgetRequest, RequestStatus
 from app.forgetting.schemas import ForgetRequestCreate
 from app.forgetting.service import submit_request
 from app.forgetting.transitions import ALLOWED, IllegalTransition, transition

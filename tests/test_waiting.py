@@ -47,7 +47,7 @@ def _finish_all(ctx) -> None:
     """Fail the queued requests behind the service's back: waiters see it at their next read."""
     from sqlalchemy import update
 
-    from app.forgetting.models import ForgetRequest
+    from app.forget_requests.models import ForgetRequest
 
     with ctx.db.session() as session:
         session.execute(update(ForgetRequest).values(status="failed", error="test"))
@@ -59,7 +59,7 @@ def test_probes_and_key_checks_answer_while_fifty_waits_are_held(waiting_ctx):
     # No worker: every filed request stays queued, so every waiting call keeps waiting.
     with live_server(waiting_ctx, start_worker=False) as url:
         threads, answers = _hold_waits(url, [officer], WAITERS)
-        from app.forgetting.models import ForgetRequest
+        from app.forget_requests.models import ForgetRequest
 
         def filed() -> int:
             with waiting_ctx.db.session() as session:
@@ -105,7 +105,7 @@ def test_waits_over_the_per_key_bound_answer_202_at_once(tmp_path, feature_cache
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 time.sleep(0.1)
-                from app.forgetting.models import ForgetRequest
+                from app.forget_requests.models import ForgetRequest
 
                 with ctx.db.session() as session:
                     if session.query(ForgetRequest).count() == 2:

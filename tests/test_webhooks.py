@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from app.db.base import utcnow
-from app.forgetting.models import ForgetRequest
+from app.forget_requests.models import ForgetRequest
 from app.main import create_app
 from app.notifications import service as outbox
 from app.notifications.deliverer import WebhookDeliverer

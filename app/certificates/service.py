@@ -32,8 +32,8 @@ from app.core.signing import (
 from app.context import ServiceContext
 from app.core.errors import ConflictError
 from app.db.base import utcnow
-from app.forgetting.models import RequestStatus
-from app.forgetting.service import get_request
+from app.forget_requests.models import RequestStatus
+from app.forget_requests.service import get_request
 from app.registry.service import get_version
 from app.subjects.certificate import erasure_section
 from app.unlearning.catalog import get_method

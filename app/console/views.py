@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.forgetting.models import ForgetRequest
+from app.forget_requests.models import ForgetRequest
 from app.registry.models import ModelVersion
 from app.unlearning.catalog import METHODS
 

@@ -27,7 +27,7 @@ from app.console.auth import LoginRequired
 from app.api.errors import error_body
 from app.context import ServiceContext
 from app.core.errors import NotFoundError, ServiceError
-from app.forgetting.models import FINAL_STATUSES
+from app.forget_requests.models import FINAL_STATUSES
 from app.registry import service as registry_service
 from app.registry.models import RegisteredModel
 

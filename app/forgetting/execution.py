@@ -33,7 +33,7 @@ from app.context import ServiceContext
 from app.db.base import utcnow
 from app.db.retry import is_transient, retry_transient
 from app.forgetting import pipeline
-from app.forgetting.models import ForgetRequest, RequestStatus
+from app.forget_requests.models import ForgetRequest, RequestStatus
 from app.forgetting.transitions import ExecutionLost, transition
 from app.notifications.service import notify_final_status
 from app.registry.models import ModelVersion

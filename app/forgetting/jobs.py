@@ -27,7 +27,7 @@ from app.context import ServiceContext
 from app.db.base import utcnow
 from app.forgetting import execution
 from app.observability.logs import log_context
-from app.forgetting.models import ForgetRequest, RequestStatus
+from app.forget_requests.models import ForgetRequest, RequestStatus
 from app.unlearning.base import HEAVY_QUEUE, LIGHT_QUEUE
 
 logger = logging.getLogger("unlearn.worker")

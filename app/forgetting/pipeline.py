@@ -23,7 +23,7 @@ from app.audit.service import AuditAction
 from app.context import ServiceContext
 from app.db.base import utcnow
 from app.evaluation.metrics import RequestMetrics, VersionMetrics
-from app.forgetting.models import ForgetRequest, RequestStatus
+from app.forget_requests.models import ForgetRequest, RequestStatus
 from app.forgetting.transitions import ExecutionLost, transition
 from app.registry.artifacts import sha256_bytes
 from app.registry.model_kinds import model_backbone_sha256, model_bytes

@@ -23,7 +23,9 @@ from app.core.errors import (
 )
 from app.db.base import utcnow
 from app.forgetting import jobs
-from app.forgetting.models import FINAL_STATUSES, ForgetRequest, RequestStatus
+from app.forget_requests.models import FINAL_STATUSES, ForgetRequest, RequestStatus
+# Read by the routes and the console as service.get_request (its home is app.forget_requests).
+from app.forget_requests.service import get_request  # noqa: F401
 from app.forgetting.schemas import ForgetRequestCreate
 from app.forgetting.transitions import transition
 from app.ml.data import ImageData
@@ -284,13 +286,6 @@ def submit_request(db: Database, model_name: str, body: ForgetRequestCreate, act
             continue  # a concurrent POST with this key committed first: read it
     raise ConflictError(f"Idempotency-Key {idempotency_key!r} is contended; retry",
                         "Idempotency-Key")
-
-
-def get_request(session: Session, request_id: str) -> ForgetRequest:
-    request = session.get(ForgetRequest, request_id)
-    if request is None:
-        raise NotFoundError(f"forget request {request_id!r} does not exist", "request_id")
-    return request
 
 
 def list_requests(session: Session, *, limit: int, before: tuple | None = None,

@@ -23,7 +23,7 @@ from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session
 
 from app.audit.service import AuditAction, record
-from app.forgetting.models import ForgetRequest, RequestStatus
+from app.forget_requests.models import ForgetRequest, RequestStatus
 
 _S = RequestStatus
 

@@ -25,7 +25,7 @@ from app import __version__
 from app.audit.service import AuditAction, record
 from app.db.base import utcnow
 from app.db.session import Database
-from app.forgetting.models import ForgetRequest
+from app.forget_requests.models import ForgetRequest
 from app.notifications.models import DeliveryStatus, WebhookDelivery
 from app.notifications.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from app.notifications.urls import (

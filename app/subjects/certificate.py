@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit.chain import timestamp_text
-from app.forgetting.models import ForgetRequest
+from app.forget_requests.models import ForgetRequest
 from app.registry.models import ModelVersion
 from app.subjects.supersession import VersionStatus, covers, version_states
 

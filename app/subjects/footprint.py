@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from app.audit.service import record
 from app.datasets.models import Dataset
-from app.forgetting.models import ForgetRequest
+from app.forget_requests.models import ForgetRequest
 from app.registry.models import ModelVersion, RegisteredModel
 from app.subjects.hashing import get_hasher
 from app.subjects.resolution import hashed_index

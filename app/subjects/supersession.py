@@ -19,7 +19,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from app.audit.service import AuditAction
-from app.forgetting.models import ForgetRequest, RequestStatus
+from app.forget_requests.models import ForgetRequest, RequestStatus
 from app.registry.models import ModelVersion, RegisteredModel
 from app.subjects.models import VersionPurge
 

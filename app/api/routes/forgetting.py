@@ -15,7 +15,7 @@ from app.auth.service import Role
 from app.api.fields import omit_fields
 from app.context import ServiceContext
 from app.forgetting import service
-from app.forgetting.models import FINAL_STATUSES, ForgetRequest, RequestStatus
+from app.forget_requests.models import FINAL_STATUSES, ForgetRequest, RequestStatus
 from app.forgetting.waiting import wait_until
 from app.notifications.service import notify_final_status
 from app.registry.links import version_path

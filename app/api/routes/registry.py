@@ -14,7 +14,7 @@ from app.api.pagination import decode_id_cursor, encode_cursor
 from app.auth.deps import ANY_ROLE, require
 from app.auth.service import Role
 from app.context import ServiceContext
-from app.forgetting.models import ForgetRequest
+from app.forget_requests.models import ForgetRequest
 from app.registration import promote
 from app.registry import service
 from app.registry.links import version_path

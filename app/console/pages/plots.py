@@ -15,7 +15,7 @@ from app.console.state import console_state
 from app.console.sweep import alpha_sweep, parse_alphas
 from app.core.errors import NotFoundError
 from app.forgetting import service as forgetting_service
-from app.forgetting.models import RequestStatus
+from app.forget_requests.models import RequestStatus
 from app.registry import service as registry_service
 
 from app.console.web import (

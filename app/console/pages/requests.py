@@ -28,7 +28,7 @@ from app.certificates.schemas import ErasureCertificate
 from app.console import auth, views
 from app.core.errors import InvalidInputError, ServiceError
 from app.forgetting import service as forgetting_service
-from app.forgetting.models import ForgetRequest, RequestStatus
+from app.forget_requests.models import ForgetRequest, RequestStatus
 from app.forgetting.schemas import ForgetRequestCreate
 from app.registry import service as registry_service
 from app.subjects.resolution import prepare_subjects
