@@ -114,7 +114,7 @@ def test_cleanup_removes_only_finished_jobs_older_than_the_retention(database_ur
             job((), retention + 100), job(("doing",), retention + 100)}
     from sqlalchemy.orm import Session
 
-    from app.forgetting.models import ForgetRequest
+    from app.forget_requests.models import ForgetRequest
 
     with Session(engine) as session, session.begin():  # a request's record, its job old
         session.add(ForgetRequest(

@@ -11,7 +11,7 @@ import uuid
 from fastapi.testclient import TestClient
 
 from app.db.base import utcnow
-from app.forgetting.models import ForgetRequest, RequestStatus
+from app.forget_requests.models import ForgetRequest, RequestStatus
 from app.main import create_app
 from app.subjects.models import VersionPurge
 from tests.conftest import api_key
