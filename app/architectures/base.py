@@ -33,7 +33,7 @@ class ModelSpec:
         # Artifacts written before models could be brought were the 10-class MNIST CNN.
         return cls(architecture=architecture or metadata.get("architecture", "mnist-cnn"),
                    num_classes=int(metadata.get("num_classes", 10)),
-                   image_shape=tuple(metadata.get("image_shape", (1, 28, 28))))  # type: ignore[arg-type]
+                   image_shape=tuple(metadata.get("image_shape", (1, 28, 28))))
 
 
 class ImageClassifier(nn.Module):
