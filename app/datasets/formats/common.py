@@ -150,7 +150,7 @@ class ImageStack:
     """Decodes many images (in a few threads), checks they share one shape, and stacks
     them; counts the pixel-mode conversions it made across every ``read``."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.notes: dict[str, int] = {}
 
     def read(self, loaders: Sequence[Callable[[], bytes]], expected: tuple[int, ...] | None,
