@@ -6,19 +6,27 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.observability.logs import configure_logging
 from app.observability.metrics import metrics_for
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from app.notifications.deliverer import WebhookDeliverer
 
 logger = logging.getLogger("unlearn")
 
 
 @dataclass
 class Operations:
-    deliverer: object | None = None
-    metrics_server: object | None = None
+    deliverer: WebhookDeliverer | None = None
+    # prometheus_client.start_http_server's (server, thread)
+    metrics_server: tuple[WSGIServer, threading.Thread] | None = None
 
     def stop(self) -> None:
         if self.deliverer is not None:
