@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import nn
@@ -51,7 +51,7 @@ class ImageClassifier(nn.Module):
 
     @property
     def output_layer(self) -> nn.Linear:
-        return self.get_submodule(self.output_layer_name)  # type: ignore[return-value]
+        return cast(nn.Linear, self.get_submodule(self.output_layer_name))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output_layer(self.features(x))

@@ -47,6 +47,7 @@ class RawDataset:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        # Images are [N, C, H, W]; mypy types a tuple built from a generator as tuple[int, ...].
         return tuple(int(size) for size in self.train_images.shape[1:])  # type: ignore[return-value]
 
     @property
