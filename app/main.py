@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -39,6 +40,9 @@ from app.subjects.logs import redact_subject_paths
 from app.subjects.purge import PurgeScheduler
 from app.api.routes.subjects import router as subjects_router
 
+if TYPE_CHECKING:
+    from app.forgetting.jobs import JobWorker  # imported when used (procrastinate's cost)
+
 logger = logging.getLogger("unlearn")
 
 DESCRIPTION = """
@@ -51,6 +55,7 @@ before/after metrics, and every step lands in the audit log.
 def start_embedded_worker(ctx: ServiceContext, filed: Notifier, finished: Notifier):
     """SQLite: the in-process executor (it requeues what a previous run left 'running').
     PostgreSQL: a procrastinate worker for all queues on a thread of this process."""
+    worker: JobWorker | InProcessExecutor
     if ctx.settings.uses_job_engine:
         from app.forgetting.jobs import JobWorker
 

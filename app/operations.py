@@ -8,8 +8,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -21,11 +23,17 @@ from app.observability.metrics import ServiceMetrics, metrics_for
 logger = logging.getLogger("unlearn")
 metrics_logger = logging.getLogger("unlearn.metrics")
 
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from app.notifications.deliverer import WebhookDeliverer
+
 
 @dataclass
 class Operations:
-    deliverer: object | None = None
-    metrics_server: object | None = None
+    deliverer: WebhookDeliverer | None = None
+    # prometheus_client.start_http_server's (server, thread)
+    metrics_server: tuple[WSGIServer, threading.Thread] | None = None
 
     def stop(self) -> None:
         if self.deliverer is not None:

@@ -166,11 +166,13 @@ def register_trained_model(ctx: ServiceContext, model: nn.Module, *, model_card:
                 model_card=card,
                 created_by=actor,
             )
+            test = metrics["test"]
+            assert test is not None  # every dataset has test images (check_not_empty)
             record(
                 session, AuditAction.model_registered, actor,
                 model_name=model_name, model_version=row.version,
                 details={"artifact_sha256": sha, "method": method,
-                         "test_accuracy": metrics["test"]["accuracy"]},
+                         "test_accuracy": test["accuracy"]},
             )
     except BaseException:
         ctx.store.delete(key)
@@ -221,6 +223,7 @@ def promote(session: Session, model_name: str, version: int, actor: str) -> Mode
     refuse_unverified(session, row, "promoted")
     ensure_promotable(session, row)  # 409 for a version holding erased data
     registered = session.get(RegisteredModel, model_name, with_for_update=True)
+    assert registered is not None  # get_version found one of its versions
     previous = registered.production_version
     registered.production_version = version
     record(

@@ -85,3 +85,13 @@ def test_ensemble_predicts_mean_probabilities_and_roundtrips(ensemble, tiny_data
 def accuracy_of(model, data) -> float:
     with torch.no_grad():
         return float((model(data.test_images).argmax(1) == data.test_labels).float().mean())
+
+
+def test_an_assignment_needs_both_shard_ids_and_slice_ends(tiny_data):
+    """Half an assignment is refused up front (found by mypy: slice_ends=None reached the
+    ensemble, which failed on iterating it)."""
+    shard_ids, slice_ends = assign_shards(tiny_data.train_ids, RECIPE)
+    with pytest.raises(ValueError, match="both shard_ids and slice_ends"):
+        train_sisa(tiny_data, RECIPE, shard_ids=shard_ids)
+    with pytest.raises(ValueError, match="both shard_ids and slice_ends"):
+        train_sisa(tiny_data, RECIPE, slice_ends=slice_ends)

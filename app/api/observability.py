@@ -90,7 +90,9 @@ def _metrics_router() -> APIRouter:
         ctx = request.app.state.ctx
         if ctx.settings.metrics_require_key:
             await _check_key(request)
-        registry = metrics_for(ctx).registry
+        metrics = metrics_for(ctx)
+        assert metrics is not None  # this router is installed only with metrics enabled
+        registry = metrics.registry
         # The database collector queries: keep them off the event loop.
         body = await run_in_threadpool(generate_latest, registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
@@ -127,6 +129,7 @@ class _ContextInstrumentation:
 
     def _build(self, scope: Scope) -> ASGIApp:
         metrics = metrics_for(scope["app"].state.ctx)
+        assert metrics is not None  # installed only with metrics enabled
         registry = metrics.registry
         with metrics.lock:
             # Made once per context: several apps over one context (tests) share them, as

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import nn
@@ -33,7 +33,7 @@ class ModelSpec:
         # Artifacts written before models could be brought were the 10-class MNIST CNN.
         return cls(architecture=architecture or metadata.get("architecture", "mnist-cnn"),
                    num_classes=int(metadata.get("num_classes", 10)),
-                   image_shape=tuple(metadata.get("image_shape", (1, 28, 28))))  # type: ignore[arg-type]
+                   image_shape=tuple(metadata.get("image_shape", (1, 28, 28))))
 
 
 class ImageClassifier(nn.Module):
@@ -51,7 +51,7 @@ class ImageClassifier(nn.Module):
 
     @property
     def output_layer(self) -> nn.Linear:
-        return self.get_submodule(self.output_layer_name)  # type: ignore[return-value]
+        return cast(nn.Linear, self.get_submodule(self.output_layer_name))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output_layer(self.features(x))

@@ -26,6 +26,7 @@ def get_architecture(name: str) -> Architecture:
 def check_fits(architecture: str, image_shape: tuple[int, int, int]) -> Architecture:
     """The architecture, if it can take images of ``image_shape``; else ArchitectureError."""
     arch = get_architecture(architecture)
+    # tuple(): the shape may come as a JSON list; mypy types the copy as tuple[int, ...].
     reason = arch.check_shape(tuple(image_shape))  # type: ignore[arg-type]
     if reason is not None:
         raise ArchitectureError(f"{arch.name} does not fit this dataset: {reason}")
@@ -35,6 +36,7 @@ def check_fits(architecture: str, image_shape: tuple[int, int, int]) -> Architec
 def build_model(spec: ModelSpec) -> ImageClassifier:
     """A freshly initialised network (seed torch first for a reproducible one)."""
     arch = get_architecture(spec.architecture)
+    # tuple(): the shape may come as a JSON list; mypy types the copy as tuple[int, ...].
     return arch.build(ModelSpec(arch.name, spec.num_classes, tuple(spec.image_shape)))  # type: ignore[arg-type]
 
 

@@ -23,6 +23,16 @@ MIN_SIDE = 16
 
 class ResNet18(ImageClassifier):
     output_layer_name = "fc"
+    # torchvision's children, registered by add_module below (typed here for mypy).
+    conv1: nn.Module
+    bn1: nn.Module
+    relu: nn.Module
+    maxpool: nn.Module
+    layer1: nn.Module
+    layer2: nn.Module
+    layer3: nn.Module
+    layer4: nn.Module
+    avgpool: nn.Module
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)

@@ -7,14 +7,15 @@ import datetime as dt
 import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.chain import ChainHead, Verification, entry_hash, normalize_details, verify_records
 from app.audit.models import AuditChainHead, AuditEntry
 from app.db.base import utcnow
+from app.db.session import rowcount
 
 CHAIN_HEAD_ID = 1
 
@@ -80,11 +81,11 @@ def _append(session: Session, entry: AuditEntry) -> None:
     """Link the entry to the chain. Incrementing the head row first takes its row lock
     (PostgreSQL) or the database write lock (SQLite) until the transaction ends, so
     concurrent appends queue up and each sees the head its predecessor left."""
-    head_table = AuditChainHead.__table__
-    bumped = session.execute(
+    head_table = cast(Table, AuditChainHead.__table__)  # a mapped class's table (typed FromClause)
+    bumped = rowcount(session.execute(
         update(head_table).where(head_table.c.id == CHAIN_HEAD_ID)
         .values(seq=head_table.c.seq + 1)
-    ).rowcount
+    ))
     if bumped != 1:
         raise RuntimeError("the audit chain head row is missing: run `unlearn db upgrade`")
     seq, previous = session.execute(

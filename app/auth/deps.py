@@ -6,7 +6,7 @@ before the route runs: so neither answer depends on whether the addressed resour
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -54,7 +54,7 @@ def authenticate_throttled(request: Request, token: str, interface: str) -> Prin
                           UnauthenticatedError)
 
 
-def require(*roles: Role) -> Callable[..., Principal]:
+def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting keys with any of ``roles`` (admin is always admitted)."""
     wanted = frozenset(role.value for role in roles)
 
@@ -66,7 +66,8 @@ def require(*roles: Role) -> Callable[..., Principal]:
             raise ForbiddenError(f"this operation needs the role {needed}")
         return principal
 
-    check.required_roles = wanted  # read by the tests and the README's matrix
+    # Read by the tests and the README's matrix; mypy has no type for a function attribute.
+    check.required_roles = wanted  # type: ignore[attr-defined]
     return check
 
 

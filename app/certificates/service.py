@@ -120,8 +120,10 @@ def build_certificate(session: Session, request_id: str,
             f"forget request {request_id!r} is {request.status}: certificates are issued "
             f"for completed requests only", "request_id")
     source = get_version(session, request.model_name, request.source_version)
+    assert request.result_version is not None  # a completed request published its version
     result = get_version(session, request.model_name, request.result_version)
     method = get_method(request.method)
+    assert method is not None  # checked when the request was filed
     exact = bool(method.exact)
     metrics = request.metrics or {}
     entries = [{**record, "created_at": timestamp_text(record["created_at"])}

@@ -95,6 +95,7 @@ def authenticate_key(request: Request, key: str, login: bool = False) -> Princip
         from app.auth.deps import authenticate_throttled
         from app.core.errors import UnauthenticatedError
 
+        principal: Principal | None
         try:
             principal = authenticate_throttled(request, key, "console")
         except UnauthenticatedError:
@@ -108,8 +109,9 @@ def authenticate_key(request: Request, key: str, login: bool = False) -> Princip
 def current_session(request: Request) -> Session | None:
     """The caller's live server-side session, looked up on every request; None if there
     is no cookie, or its session is unknown, expired, logged out or its key revoked."""
-    cached = getattr(request.state, "console_session", False)
-    if cached is not False:
+    # Session or None once looked up for this request; False (not a session) before.
+    cached: Session | None | bool = getattr(request.state, "console_session", False)
+    if not isinstance(cached, bool):
         return cached
     session = None
     token = request.cookies.get(SESSION_COOKIE)

@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from app.architectures.base import ImageClassifier
 from app.context import ServiceContext
 from app.core.errors import InvalidInputError
 from app.evaluation.metrics import Outcomes, outcome_metrics, paper_scores
@@ -55,6 +56,10 @@ def alpha_sweep(ctx: ServiceContext, version: ModelVersion, forgotten_class: int
         raise InvalidInputError(
             f"class: {forgotten_class} is outside 0-{data.num_classes - 1}", "class")
     model = ctx.models.get(version)
+    if not isinstance(model, ImageClassifier):  # a SISA ensemble: no single output layer
+        raise InvalidInputError(
+            f"version: {version.version} is of kind {version.kind!r}; the alpha sweep "
+            f"rescales one output layer, which only a single network has", "version")
     features = ctx.evaluator.feature_cache.get(version.backbone_sha256, model, data, ctx.device)
     layer = model.output_layer
     weight, bias = layer.weight.detach().cpu(), layer.bias.detach().cpu()

@@ -33,7 +33,7 @@ class VersionNode:
 def version_tree(rows: list[ModelVersion], production: int | None) -> list[VersionNode]:
     """Roots (versions without a parent, or whose parent is missing) with nested children."""
     nodes = {row.version: VersionNode(row, row.version == production) for row in rows}
-    roots = []
+    roots: list[VersionNode] = []
     for row in sorted(rows, key=lambda r: r.version):
         parent = nodes.get(row.parent_version) if row.parent_version is not None else None
         (parent.children if parent else roots).append(nodes[row.version])
@@ -52,9 +52,9 @@ def test_per_class(metrics: dict | None) -> list[float | None]:
 def test_confusion(metrics: dict | None) -> list[list[int]] | None:
     """The test confusion matrix: test_forget's plus test_retain's (disjoint rows)."""
     metrics = metrics or {}
-    parts = [(metrics.get(name) or {}).get("confusion_matrix")
+    found = [(metrics.get(name) or {}).get("confusion_matrix")
              for name in ("test_forget", "test_retain")]
-    parts = [part for part in parts if part]
+    parts = [part for part in found if part]
     if not parts:
         return None
     return [[sum(part[i][j] for part in parts) for j in range(10)] for i in range(10)]

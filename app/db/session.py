@@ -5,16 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import CursorResult, Engine, Result, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool
 
 
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE run through ``Session.execute`` matched. At run time its
+    result is a CursorResult; SQLAlchemy types ``Session.execute`` as returning a Result."""
+    return cast(CursorResult[Any], result).rowcount
+
+
 def make_engine(database_url: str, poolclass: type[Pool] | None = None) -> Engine:
     url = make_url(database_url)
-    pooling = {"poolclass": poolclass} if poolclass else {}
+    pooling: dict[str, Any] = {"poolclass": poolclass} if poolclass else {}
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)

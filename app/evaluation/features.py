@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 from cachetools import LRUCache
 from safetensors.torch import load_file, save_file
-from torch import nn
-
+from app.architectures.base import ImageClassifier
 from app.ml.data import ImageData
 from app.ml.device import to_device
 
@@ -29,7 +28,7 @@ class Features:
 
 
 @torch.inference_mode()
-def compute_features(model: nn.Module, images: torch.Tensor, device: torch.device,
+def compute_features(model: ImageClassifier, images: torch.Tensor, device: torch.device,
                      batch_size: int = 4096) -> torch.Tensor:
     model = model.to(device).eval()
     chunks = [
@@ -37,7 +36,7 @@ def compute_features(model: nn.Module, images: torch.Tensor, device: torch.devic
         for start in range(0, images.shape[0], batch_size)
     ]
     if not chunks:
-        width = model.output_layer.in_features  # type: ignore[operator]
+        width = model.output_layer.in_features
         return torch.empty(0, width)
     return torch.cat(chunks)
 
@@ -55,7 +54,7 @@ class FeatureCache:
         data_hash = hashlib.sha256(data.checksum.encode()).hexdigest()[:16]
         return f"{backbone_sha256[:32]}-{data_hash}"
 
-    def get(self, backbone_sha256: str, model: nn.Module, data: ImageData,
+    def get(self, backbone_sha256: str, model: ImageClassifier, data: ImageData,
             device: torch.device) -> Features:
         key = self.key(backbone_sha256, data)
         with self._lock:
@@ -87,7 +86,7 @@ class FeatureCache:
             path.unlink(missing_ok=True)
             return None
 
-    def _compute(self, key: str, model: nn.Module, data: ImageData,
+    def _compute(self, key: str, model: ImageClassifier, data: ImageData,
                  device: torch.device) -> Features:
         features = Features(
             train=compute_features(model, data.train_images, device),

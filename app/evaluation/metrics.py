@@ -8,6 +8,7 @@ every named set is a masked reduction of them.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -96,7 +97,8 @@ def set_metrics(logits: torch.Tensor, labels: torch.Tensor) -> SetMetrics | None
     return outcome_metrics(Outcomes.from_logits(logits, labels))
 
 
-def paper_scores(forget: dict | None, retain: dict | None) -> dict[str, float | None]:
+def paper_scores(forget: Mapping[str, Any] | None,
+                 retain: Mapping[str, Any] | None) -> dict[str, float | None]:
     """The paper's two scores from the forget and retain sets' metrics (each a dict with
     ``accuracy`` and ``loss``, or None for an empty set): the one place every caller
     (request metrics, the console's α sweep, the benchmark) computes them."""

@@ -32,6 +32,7 @@ from app.audit.service import AuditAction
 from app.context import ServiceContext
 from app.db.base import utcnow
 from app.db.retry import is_transient, retry_transient
+from app.db.session import rowcount
 from app.forgetting import pipeline
 from app.forget_requests.models import ForgetRequest, RequestStatus
 from app.forgetting.transitions import ExecutionLost, transition
@@ -198,13 +199,13 @@ class ExecutionProgress:
     def _write(self, **values) -> None:
         self.last_write = time.monotonic()
         with self.ctx.db.session() as session:
-            held = session.execute(
+            held = rowcount(session.execute(
                 update(ForgetRequest)
                 .where(ForgetRequest.id == self.request_id,
                        ForgetRequest.worker_id == self.execution_id,
                        ForgetRequest.status == RequestStatus.running.value)
                 .values(heartbeat_at=utcnow(), **values)
-            ).rowcount == 1
+            )) == 1
         if not held:
             raise ExecutionLost(f"request {self.request_id} is no longer held by "
                                 f"{self.execution_id} (cancelled, or retried elsewhere)")
@@ -212,7 +213,7 @@ class ExecutionProgress:
     def _flush(self, interval: float) -> None:
         if time.monotonic() - self.last_write < interval:
             return
-        values = {"progress": self.fraction}
+        values: dict[str, float | str | None] = {"progress": self.fraction}
         if self.phase_unwritten:
             values["phase"] = self.current
         try:

@@ -50,7 +50,7 @@ def conninfo(database_url: str) -> str:
 
 
 def uses_job_engine(session: Session) -> bool:
-    return session.bind.dialect.name == "postgresql"
+    return session.get_bind().dialect.name == "postgresql"
 
 
 def defer_in_transaction(session: Session, request: ForgetRequest) -> int:
@@ -137,9 +137,10 @@ async def retry_stalled_jobs(app: procrastinate.App, ctx: ServiceContext, actor:
         task_name=TASK_NAME, seconds_since_heartbeat=ctx.settings.stalled_after_s)
     done = await asyncio.to_thread(recover_orphaned_requests, ctx, actor)
     for job in stalled:
-        request_id = job.task_kwargs.get("request_id")
+        assert job.id is not None  # a stalled job was deferred, so it has an id
+        request_id = job.task_kwargs.get("request_id")  # deferred as a str (defer_in_transaction)
         outcome = await asyncio.to_thread(recover_stalled_job, ctx, job.id, job.worker_id,
-                                          request_id, actor)
+                                          str(request_id), actor)
         if outcome is not None:
             done += 1
             logger.warning("stalled job %s (request %s, procrastinate worker %s): %s",

@@ -19,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import CursorResult, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.audit.service import AuditAction, record
+from app.db.session import rowcount
 from app.forget_requests.models import ForgetRequest, RequestStatus
 
 _S = RequestStatus
@@ -77,10 +78,10 @@ def transition(session: Session, request_id: str, *, source: RequestStatus,
     conditions = [ForgetRequest.id == request_id, ForgetRequest.status == source.value]
     if held_by is not None:
         conditions.append(ForgetRequest.worker_id == held_by)
-    result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+    result = session.execute(
         update(ForgetRequest).where(*conditions)
         .values(status=target.value, **(values or {})))
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         return None
     request = session.get(ForgetRequest, request_id)
     assert request is not None  # the UPDATE just matched it

@@ -88,6 +88,7 @@ class ImageData:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(channels, height, width) of every image."""
+        # Images are [N, C, H, W]; mypy types a tuple built from a generator as tuple[int, ...].
         return tuple(int(size) for size in self.train_images.shape[1:])  # type: ignore[return-value]
 
     def subset(self, train_size: int, test_size: int, seed: int = 0) -> "ImageData":

@@ -209,7 +209,9 @@ def train_sisa(data: ImageData, recipe: SisaRecipe, device: torch.device = torch
     classes and image shape."""
     if spec is None:
         spec = ModelSpec("mnist-cnn", data.num_classes, data.image_shape)
-    if shard_ids is None:
+    if (shard_ids is None) != (slice_ends is None):
+        raise ValueError("give both shard_ids and slice_ends, or neither")
+    if shard_ids is None or slice_ends is None:
         shard_ids, slice_ends = assign_shards(data.train_ids, recipe)
     ensemble = SisaEnsemble(recipe, spec, shard_ids, slice_ends)
     for shard in range(recipe.shards):

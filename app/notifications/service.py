@@ -16,6 +16,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from sqlalchemy import or_, select, update
@@ -24,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from app import __version__
 from app.audit.service import AuditAction, record
 from app.db.base import utcnow
-from app.db.session import Database
+from app.db.session import Database, rowcount
 from app.forget_requests.models import ForgetRequest
 from app.notifications.models import DeliveryStatus, WebhookDelivery
 from app.notifications.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
@@ -142,7 +143,7 @@ def claim(db: Database, delivery_id: str, deliverer_id: str,
     attempt is counted at the claim, so a deliverer that dies mid-attempt still uses one."""
     now = utcnow()
     with db.session() as session:
-        claimed = session.execute(
+        claimed = rowcount(session.execute(
             update(WebhookDelivery)
             .where(WebhookDelivery.id == delivery_id,
                    WebhookDelivery.status == DeliveryStatus.pending.value,
@@ -151,7 +152,7 @@ def claim(db: Database, delivery_id: str, deliverer_id: str,
                        WebhookDelivery.locked_until < now))
             .values(locked_until=now + dt.timedelta(seconds=lock_s), locked_by=deliverer_id,
                     attempts=WebhookDelivery.attempts + 1)
-        ).rowcount
+        ))
         if claimed != 1:
             return None
         return session.get(WebhookDelivery, delivery_id)
@@ -216,6 +217,7 @@ def finish(db: Database, settings, delivery: WebhookDelivery, deliverer_id: str,
     """Record the attempt on the row and in the audit log (one transaction); returns the
     outcome: delivered, retrying, gave_up or refused."""
     now = utcnow()
+    values: dict[str, Any]
     if result.delivered:
         outcome, values = "delivered", {"status": DeliveryStatus.delivered.value,
                                         "delivered_at": now}
@@ -228,14 +230,14 @@ def finish(db: Database, settings, delivery: WebhookDelivery, deliverer_id: str,
         values = {"next_attempt_at": now + dt.timedelta(seconds=backoff_s(settings,
                                                                           delivery.attempts))}
     with db.write_session() as session:
-        updated = session.execute(
+        updated = rowcount(session.execute(
             update(WebhookDelivery)
             .where(WebhookDelivery.id == delivery.id,
                    WebhookDelivery.locked_by == deliverer_id,
                    WebhookDelivery.status == DeliveryStatus.pending.value)
             .values(locked_until=None, locked_by=None, last_status_code=result.status_code,
                     last_error=result.error, **values)
-        ).rowcount
+        ))
         if updated != 1:
             # Our claim expired and another deliverer took the row: it records its own.
             outcome = "superseded"

@@ -37,7 +37,7 @@ class CallbackTarget:
 
 def resolve_host(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))  # IPv4/IPv6: a str
 
 
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -44,7 +44,7 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def redact(_logger, _method, event_dict: dict) -> dict:
+def redact(_logger, _method, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     """structlog processor: drop credential-like fields, mask secrets inside strings."""
     return {key: (REDACTED if key.lower() in SENSITIVE_KEYS else _scrub(value))
             for key, value in event_dict.items()}

@@ -24,11 +24,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 # (model, images [N, C, H, W] float32 or uint8) -> outputs with N rows; runs in a thread.
-ForwardFn = Callable[[object, np.ndarray], np.ndarray]
+ForwardFn = Callable[[Any, np.ndarray], np.ndarray]  # (the model, passed through as is)
 
 
 @dataclass
@@ -42,7 +43,7 @@ class _Call:
 class _VersionQueue:
     model: object
     item_shape: tuple[int, ...]
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[_Call] = field(default_factory=asyncio.Queue)
     collector: asyncio.Task | None = None
     pending: _Call | None = None  # a call that did not fit the last batch goes first next
 
@@ -152,7 +153,7 @@ class DynamicBatcher:
             start = end
 
 
-def _next_live(queue: asyncio.Queue) -> _Call | None:
+def _next_live(queue: asyncio.Queue[_Call]) -> _Call | None:
     """The next queued call whose caller still waits, without waiting for one."""
     while not queue.empty():
         call = queue.get_nowait()

@@ -32,7 +32,7 @@ INPUT_NAME = "image"
 OUTPUT_PROBABILITIES = "probabilities"
 OUTPUT_LABEL = "label"
 OUTPUT_NAMES = (OUTPUT_PROBABILITIES, OUTPUT_LABEL)
-INPUT_DATATYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
+INPUT_DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
 
 
 class TensorMetadata(BaseModel):
@@ -195,7 +195,8 @@ def _json_values(data: Any, dtype: np.dtype, expected: int, field: str) -> np.nd
         raise InvalidInputError("'data' must be a list of numbers", field)
     try:
         with np.errstate(over="ignore"):  # 1e300 as FP32 is inf, refused just below
-            values = np.asarray(data, dtype=np.float64 if dtype.kind == "u" else np.float32)
+            values: np.ndarray[Any, np.dtype[Any]] = np.asarray(
+                data, dtype=np.float64 if dtype.kind == "u" else np.float32)
     except (ValueError, TypeError, OverflowError):
         raise InvalidInputError("'data' must be a (flat or nested) list of numbers",
                                 field) from None

@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 from cachetools import LRUCache
+from torch import nn
 
 from app.audit.aggregation import AuditWindows
 from app.audit.service import record_artifact_failure
@@ -48,7 +49,7 @@ class Predictor:
 
     def load(self, model_version: int | None, actor: str, field: str = "model_version",
              model_name: str | None = None, check=None,
-             unregistered: Exception | None = None) -> tuple[ModelVersion, object]:
+             unregistered: Exception | None = None) -> tuple[ModelVersion, nn.Module]:
         """The version (default: production) and its model; blocking (database, files).
 
         ``check(row, state)``, when given, judges whether the version may answer (e.g.
@@ -101,7 +102,7 @@ class Predictor:
                     self._versions[(name, number)] = row
         return row, states.get(row.version, CURRENT)
 
-    async def probabilities(self, version: ModelVersion, model: object,
+    async def probabilities(self, version: ModelVersion, model: nn.Module,
                             images: np.ndarray) -> np.ndarray:
         """[N, classes] float32 class probabilities of a checked [N, C, H, W] batch."""
         if self.batcher is None:

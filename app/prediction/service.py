@@ -28,7 +28,7 @@ def image_shape(version: object | None = None) -> tuple[int, int, int]:
     card's, which registration writes from the model's dataset (versions registered before
     models could be brought are the MNIST CNN)."""
     card = getattr(version, "model_card", None) or {}
-    return tuple(card.get("image_shape") or MNIST_IMAGE_SHAPE)  # type: ignore[return-value]
+    return tuple(card.get("image_shape") or MNIST_IMAGE_SHAPE)
 
 
 def num_classes(version: object | None = None) -> int:
@@ -61,6 +61,7 @@ def batch_from_instances(instances: list, limit: int,
         batch = None
     if batch is None or batch.shape[1:] != expected:
         for index, instance in enumerate(instances):
+            found: tuple[int, ...] | str
             try:
                 found = np.shape(np.asarray(instance, dtype=object))
             except (ValueError, TypeError):  # ragged rows

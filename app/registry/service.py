@@ -4,6 +4,7 @@ forget requests and the data subjects, is ``app.registration.promote``)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import func, select
@@ -99,7 +100,7 @@ def insert_version(
     artifact_path: str,
     artifact_sha256: str,
     backbone_sha256: str,
-    metrics: dict[str, Any],
+    metrics: Mapping[str, Any],
     model_card: dict[str, Any] | None = None,
     forget_request_id: str | None = None,
     created_by: str = "system",

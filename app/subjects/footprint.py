@@ -32,7 +32,7 @@ def _subject_datasets(ctx, session) -> dict[str, Any]:
     names = {name for name, row in rows.items() if row.has_subjects}
     names |= {m.dataset_name for m in session.scalars(select(RegisteredModel))
               if m.dataset_name not in rows or rows[m.dataset_name].has_subjects}
-    loaded = {}
+    loaded: dict[str, Any] = {}
     for name in sorted(names):
         try:
             data = ctx.datasets.get(name)

@@ -11,6 +11,7 @@ requests, purges) whenever it is needed, so it can never drift from them.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import threading
 from dataclasses import dataclass
@@ -38,9 +39,9 @@ class VersionStatus(str, enum.Enum):
 class VersionState:
     status: VersionStatus
     superseded_by: str | None = None      # the earliest completed request it does not cover
-    superseded_at: object | None = None   # that request's finished_at
+    superseded_at: dt.datetime | None = None  # that request's finished_at
     use_instead: int | None = None        # the version to query instead
-    purged_at: object | None = None
+    purged_at: dt.datetime | None = None
 
     @property
     def holds_erased_data(self) -> bool:
@@ -87,6 +88,7 @@ def version_states(session: Session, model_name: str) -> dict[int, VersionState]
         if request is None:
             states[version.version] = VersionState(VersionStatus.current)
             continue
+        instead: int | None
         if production in clean:
             instead = production
         elif request.result_version in clean:
@@ -179,6 +181,7 @@ def after_publish(session: Session, request: ForgetRequest, result: ModelVersion
     from app.audit.service import AuditAction, record
 
     registered = session.get(RegisteredModel, request.model_name)
+    assert registered is not None  # the request's model, registered before it was filed
     production = registered.production_version
     if production is None or production == result.version:
         return

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import Field
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from app.architectures.base import ImageClassifier
 from app.ml.data import ImageData
 from app.ml.device import device_of, resident, to_device
 from app.unlearning.base import (
@@ -193,8 +194,9 @@ class FisherForgetting(UnlearningMethod):
             model, data.train_images[pick], progress=progress,
             sample_labels=generator if params.fisher_labels == "sampled" else None)
         enter_phase(progress, "dampening")
-        perturb(model, fisher, params.noise_scale, target.classes, generator,
-                model.output_layer_name)
+        # A "cnn"-kind model (the method's model_kinds, checked at filing).
+        output_layer = cast(ImageClassifier, model).output_layer_name
+        perturb(model, fisher, params.noise_scale, target.classes, generator, output_layer)
         progress(1.0)
         return model
 

@@ -266,7 +266,7 @@ def calibrate(model: nn.Module, full: Importances, forget: Importances, params: 
     source = {name: p.detach().clone() for name, p in model.named_parameters()}
     grid = sorted({(a, lam) for a in CALIBRATION_ALPHAS for lam in CALIBRATION_LAMBDAS}
                   | {(params.alpha, params.lam)}, reverse=True)
-    candidates = []
+    candidates: list[dict[str, Any]] = []
     for alpha, lam in grid:
         if alpha >= bound:  # selects nothing: [Df]/[D] <= |D|/|Df|
             candidates.append({"alpha": alpha, "lambda": lam, "skipped":
@@ -366,7 +366,9 @@ class SelectiveSynapticDampening(UnlearningMethod):
                                                        "lambda": params.lam},
                       "selection_bound": round(bound, 4),
                       "selected_elements": sum(counts.values())}
-        model.forget_report = {"ssd": report}
+        # A plain attribute the pipeline reads back (getattr); torch types module
+        # attributes as Tensor | Module.
+        model.forget_report = {"ssd": report}  # type: ignore[assignment]
         progress(1.0)
         return model
 

@@ -109,6 +109,7 @@ class ValidationCheck:
             if accuracy > self.acceptance["forget_accuracy_max"]:
                 failed.append("forget_class_accuracy")
         if self.membership_available:
+            assert self.shadows is not None  # membership_available says so
             _, loss = self._correct(model, self.sample_positions)
             phi = np.zeros(self.data.num_train)
             phi[self.sample_positions] = logit_confidence_from_loss(loss)

@@ -21,6 +21,7 @@ images of a class) is reported ``"available": false`` and does not pass.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -93,12 +94,13 @@ def not_available(name: str, threshold: float | None, reason: str) -> dict[str, 
                      note=f"not available: {reason}")
 
 
-def _accuracy(metrics: dict | None, named_set: str) -> float | None:
+def _accuracy(metrics: Mapping[str, Any] | None, named_set: str) -> float | None:
     section = (metrics or {}).get(named_set)
     return None if section is None else section.get("accuracy")
 
 
-def accuracy_criteria(acceptance: dict[str, Any], before: dict, after: dict) -> list[dict]:
+def accuracy_criteria(acceptance: dict[str, Any], before: Mapping[str, Any],
+                      after: Mapping[str, Any]) -> list[dict]:
     """The criteria measured on the test split: forgotten-class accuracy and the drop on
     the rest."""
     results = []

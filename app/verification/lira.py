@@ -40,6 +40,7 @@ from safetensors.numpy import load_file, save_file
 from scipy.stats import binom, norm
 from torch import nn
 
+from app.architectures.base import ImageClassifier
 from app.evaluation.membership import auc
 from app.ml.data import ImageData
 from app.ml.training import TrainingRecipe, train_model
@@ -81,7 +82,7 @@ def bank_directory(root: Path, model_name: str, root_version: int, data: ImageDa
     return Path(root) / model_name / f"v{root_version}-{data_key}"
 
 
-def train_shadows(directory: Path, data: ImageData, architecture_builder: Callable[[], nn.Module],
+def train_shadows(directory: Path, data: ImageData, architecture_builder: Callable[[], ImageClassifier],
                   recipe: TrainingRecipe, count: int, bank_seed: int = 0,
                   report: Callable[[int, int, str], None] | None = None) -> list[Path]:
     """Train shadows 0..count-1 that are not in ``directory`` yet; each one's statistics

@@ -15,6 +15,7 @@ no certificate.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -94,7 +95,9 @@ def run_method(ctx: ServiceContext, method: UnlearningMethod, working: nn.Module
     if method.calibrates and getattr(params, "calibrate", False):
         shadows, _ = lineage_shadows(ctx, source, data)
         check = ValidationCheck(source_model, data, target, acceptance, shadows)
-        return method.forget(working, target, params, data, progress, check=check)
+        # A calibrating method's forget also takes the check (UnlearningMethod.calibrates).
+        calibrating_forget: Callable[..., nn.Module] = method.forget
+        return calibrating_forget(working, target, params, data, progress, check=check)
     return method.forget(working, target, params, data, progress)
 
 

@@ -72,7 +72,8 @@ def verify_audit_log(
     if (anchor_seq is None) != (anchor_hash is None):
         raise InvalidInputError("give both anchor_seq and anchor_hash, or neither",
                                 "anchor_seq" if anchor_seq is None else "anchor_hash")
-    anchor = ChainHead(anchor_seq, anchor_hash) if anchor_seq is not None else None
+    anchor = (ChainHead(anchor_seq, anchor_hash)
+              if anchor_seq is not None and anchor_hash is not None else None)
     return AuditCheckpointVerification(**verify_with_checkpoint(ctx, session, anchor))
 
 

@@ -6,6 +6,7 @@ from functools import partial
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ActorDep, CtxDep, PrincipalDep, SessionDep
@@ -196,7 +197,7 @@ def list_forget_requests(
     include: Annotated[list[Literal["metrics"]], Query(
         description="Add each request's before/after metrics (repeatable); without it the "
                     "items are summaries and GET /forget-requests/{id} has them.")] = [],  # noqa: B006
-) -> ForgetRequestList:
+) -> JSONResponse:  # a ForgetRequestList (response_model) less the omitted fields
     """Requests, newest first, as summaries (no metrics unless ``?include=metrics``)."""
     before = decode_time_id_cursor(cursor)
     rows, last = service.list_requests(

@@ -115,5 +115,5 @@ def _prepare(ctx: ServiceContext, predictor: Predictor, body: PredictRequest,
     limit = ctx.settings.max_predict_batch
     shape = service.image_shape(version)
     batch = (service.batch_from_instances(instances, limit, shape) if instances is not None
-             else service.batch_from_pngs(body.images, limit, shape))
+             else service.batch_from_pngs(body.images or [], limit, shape))
     return version, model, batch

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from app.api.deps import ActorDep, CtxDep, SessionDep
@@ -142,7 +143,7 @@ def list_models(
     include: Annotated[list[Literal["forgotten_sample_ids", "model_card"]], Query(
         description="Detail fields to add to each item (repeatable); without it they are "
                     "omitted, as GET /models/{version} always has them.")] = [],  # noqa: B006
-) -> VersionList:
+) -> JSONResponse:  # a VersionList (response_model) less the omitted fields
     """The versions of one model (the default model unless ``?model=`` names another).
     Items are summaries: ``forgotten_sample_ids`` and ``model_card`` only with ``?include=``."""
     after = decode_id_cursor(cursor)

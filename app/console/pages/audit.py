@@ -104,7 +104,7 @@ def _chain_status(session) -> dict | None:
         facts = result.to_dict()
     elif isinstance(result, BaseModel):
         facts = result.model_dump()
-    elif dataclasses.is_dataclass(result):
+    elif dataclasses.is_dataclass(result) and not isinstance(result, type):
         facts = dataclasses.asdict(result)
     else:
         facts = dict(result) if isinstance(result, dict) else {"ok": bool(result)}

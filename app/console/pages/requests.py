@@ -144,14 +144,14 @@ def _idempotency_key(form) -> str | None:
 def _request_body(form) -> ForgetRequestCreate:
     """The form as the API's request body; each bad field is reported by name."""
     method_name = str(form.get("method") or "")
-    classes = []
+    classes: list[int | str] = []
     for position, value in enumerate(form.getlist("classes")):
         try:
             classes.append(int(value))
         except ValueError:
             raise InvalidInputError(f"classes[{position}]: {value!r} is not a class",
                                     f"classes[{position}]") from None
-    sample_ids = []
+    sample_ids: list[int | str] = []
     for position, token in enumerate(str(form.get("sample_ids") or "").replace(",", " ").split()):
         try:
             sample_ids.append(int(token))

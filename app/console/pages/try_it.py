@@ -20,6 +20,7 @@ from app.core.errors import ServiceError
 from app.prediction import service as prediction_service
 from app.prediction.schemas import Pixel
 from app.registry import service as registry_service
+from app.registry.model_kinds import spec_of
 from app.subjects.supersession import check_servable
 
 from app.console.web import (
@@ -85,7 +86,7 @@ def try_predict(request: Request,
             raise
         model = ctx.models.get(version)
         batch = prediction_service.batch_from_instances(body.instances, 1,
-                                                        model.spec.image_shape)
+                                                        spec_of(model).image_shape)
         labels, probabilities = prediction_service.predict(model, batch, ctx.device)
         answers.append({"version": version.version, "label": labels[0],
                         "probabilities": probabilities[0],

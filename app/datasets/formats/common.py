@@ -47,6 +47,7 @@ class RawDataset:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        # Images are [N, C, H, W]; mypy types a tuple built from a generator as tuple[int, ...].
         return tuple(int(size) for size in self.train_images.shape[1:])  # type: ignore[return-value]
 
     @property
@@ -150,7 +151,7 @@ class ImageStack:
     """Decodes many images (in a few threads), checks they share one shape, and stacks
     them; counts the pixel-mode conversions it made across every ``read``."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.notes: dict[str, int] = {}
 
     def read(self, loaders: Sequence[Callable[[], bytes]], expected: tuple[int, ...] | None,

@@ -195,6 +195,7 @@ def _loader(base: str, base_is_url: bool, row: Row):
                 url = target if is_url(target) else f"{base}/{target.lstrip('/')}"
                 with fsspec.open(url, "rb") as handle:
                     return handle.read()
+            assert local is not None  # set whenever the file is not remote
             with open(local, "rb") as handle:
                 return handle.read()
         except FileNotFoundError:
