@@ -98,3 +98,25 @@ def test_text_format_is_one_line_per_event():
     assert text.count("\n") == 1 and "hello there" in text and "worker_id=w1" in text
     with pytest.raises(ValueError):
         json.loads(text)
+
+
+def test_default_handler_follows_stderr_when_it_is_swapped_and_closed(monkeypatch):
+    """A worker thread that logs after the stderr it started with was closed (pytest's
+    capture, a daemonising wrapper) writes to the current stderr, not to a closed file."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        monkeypatch.setattr("sys.stderr", first)
+        handler = configure_logging("info", "text")
+        monkeypatch.setattr("sys.stderr", second)
+        first.close()
+        errors: list[BaseException] = []
+        monkeypatch.setattr(handler, "handleError", lambda record: errors.append(record))
+        logging.getLogger("unlearn.worker").info("worker ready")
+        assert not errors
+        assert "worker ready" in second.getvalue()
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        structlog.reset_defaults()

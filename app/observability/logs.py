@@ -79,11 +79,26 @@ def make_formatter(log_format: str) -> logging.Formatter:
     )
 
 
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the object it was
+    when logging was configured: a test runner (or a daemonising wrapper) swaps and closes
+    stderr, and a background worker thread logging afterwards would otherwise write to a
+    closed file ("--- Logging error ---")."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property  # read-only here: the stream is always the current sys.stderr
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+
 def configure_logging(level: str = "info", log_format: str = "text",
                       stream: TextIO | None = None) -> logging.Handler:
     """Route all logging through one structured handler on the root logger (replacing the
     one a previous call installed); uvicorn's loggers propagate to it. Returns it."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = (logging.StreamHandler(stream) if stream is not None
+                                else CurrentStderrHandler())
     handler.set_name(HANDLER_NAME)
     handler.setFormatter(make_formatter(log_format))
     root = logging.getLogger()
