@@ -44,8 +44,10 @@ def test_per_class(metrics: dict | None) -> list[float | None]:
     """Per-class test accuracy of a request's before/after metrics: test_forget holds the
     forgotten classes, test_retain the others, so together they cover the test set."""
     metrics = metrics or {}
-    forget = (metrics.get("test_forget") or {}).get("per_class_accuracy") or [None] * 10
-    retain = (metrics.get("test_retain") or {}).get("per_class_accuracy") or [None] * 10
+    forget = (metrics.get("test_forget") or {}).get("per_class_accuracy")
+    retain = (metrics.get("test_retain") or {}).get("per_class_accuracy")
+    classes = len(forget or retain or [])  # the model's dataset decides, not MNIST's ten
+    forget, retain = forget or [None] * classes, retain or [None] * classes
     return [f if f is not None else r for f, r in zip(forget, retain)]
 
 
@@ -57,7 +59,9 @@ def test_confusion(metrics: dict | None) -> list[list[int]] | None:
     parts = [part for part in found if part]
     if not parts:
         return None
-    return [[sum(part[i][j] for part in parts) for j in range(10)] for i in range(10)]
+    classes = len(parts[0])
+    return [[sum(part[i][j] for part in parts) for j in range(classes)]
+            for i in range(classes)]
 
 
 def extra_figures(metrics: dict | None) -> dict[str, Any]:

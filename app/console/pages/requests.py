@@ -153,11 +153,14 @@ def _request_body(form) -> ForgetRequestCreate:
                                     f"classes[{position}]") from None
     sample_ids: list[int | str] = []
     for position, token in enumerate(str(form.get("sample_ids") or "").replace(",", " ").split()):
-        try:
-            sample_ids.append(int(token))
-        except ValueError:
-            raise InvalidInputError(f"sample_ids: {token!r} (item {position + 1}) is not an "
-                                    f"integer ID", "sample_ids") from None
+        # The dataset's own IDs as typed: MNIST's are integers, an image folder's or a
+        # manifest's are strings ("cats/001.png", "00123"); only a canonical decimal is
+        # sent as a number, so a key like "00123" keeps its zeros.
+        if not safe_text(token, 500):
+            raise InvalidInputError(f"sample_ids: item {position + 1} is not a sample ID",
+                                    "sample_ids")
+        sample_ids.append(int(token) if token.isdigit() and str(int(token)) == token
+                          else token)
     params: dict[str, Any] = {}
     method_form = next((m for m in views.method_forms() if m.name == method_name), None)
     for param in (method_form.fields if method_form else []):
