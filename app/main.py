@@ -27,6 +27,7 @@ from app.context import ServiceContext
 from app.wiring import build_context
 from app.api.routes.datasets import router as datasets_router
 from app.api.routes.forgetting import router as forgetting_router
+from app.forget_requests.finished import FinishedListener
 from app.forgetting.waiting import WaitSlots
 from app.forgetting.worker import InProcessExecutor, Notifier
 from app.health.probe import ReadinessProbe
@@ -85,6 +86,10 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
         if run_worker:
             worker = start_embedded_worker(context, app.state.notifier, app.state.worker_done)
         app.state.worker = worker
+        finish_listener = None
+        if context.settings.uses_job_engine:  # PostgreSQL: workers in other processes
+            finish_listener = FinishedListener(
+                context.db.url, lambda _request_id: app.state.worker_done.notify()).start()
         checkpoints = CheckpointWriter(context.db, get_signer(context),
                                        checkpoint_store(context),
                                        context.settings.audit_checkpoint_interval_s)
@@ -105,6 +110,8 @@ def create_app(ctx: ServiceContext | None = None, start_worker: bool | None = No
                 purge.stop()
             if worker is not None:
                 worker.stop()
+            if finish_listener is not None:
+                finish_listener.stop()
             operations.stop()
             checkpoints.stop()
             body_parser = getattr(app.state, "body_parser", None)

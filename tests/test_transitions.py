@@ -4,11 +4,14 @@ entry committing (or rolling back) together. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import select
 
 from app.audit.models import AuditEntry
 from app.audit.service import AuditAction
+from app.forget_requests.finished import FinishedListener
 from app.forget_requests.models import FINAL_STATUSES, ForgetRequest, RequestStatus
 from app.forgetting.schemas import ForgetRequestCreate
 from app.forgetting.service import submit_request
@@ -100,3 +103,39 @@ def test_the_move_and_its_audit_entry_commit_or_roll_back_together(ctx):
             raise RuntimeError("after the move, before the commit")
     assert status(ctx, request_id) == "queued"
     assert len(entries(ctx, request_id)) == before
+
+
+def _fail(session, request_id: str):
+    return transition(session, request_id, source=S.running, target=S.failed,
+                      held_by="w", actor="worker:w", action=AuditAction.forget_request_failed,
+                      details={"error": "test"})
+
+
+def test_a_committed_final_move_wakes_listening_api_processes_and_nothing_else_does(ctx):
+    """PostgreSQL: ?wait=true callers in other processes hear of a finished request at its
+    commit. A move to a non-final status, and a final move rolled back, send nothing:
+    notifications arrive in commit order, so the first one heard must be the final move's."""
+    if ctx.db.engine.dialect.name != "postgresql":
+        pytest.skip("finish notifications are PostgreSQL's LISTEN/NOTIFY")
+    heard: list[str] = []
+    arrived = threading.Event()
+    listener = FinishedListener(ctx.db.url, lambda request_id: (heard.append(request_id),
+                                                                arrived.set()))
+    listener.start()
+    try:
+        assert listener.listening.wait(10), "the listener never started listening"
+        rolled_back, finished = file(ctx), file(ctx)
+        with ctx.db.write_session() as session:  # non-final moves: no notification
+            take(session, rolled_back)
+            take(session, finished)
+        with pytest.raises(RuntimeError):
+            with ctx.db.write_session() as session:
+                assert _fail(session, rolled_back) is not None
+                raise RuntimeError("rolled back: its NOTIFY must not be sent")
+        with ctx.db.write_session() as session:
+            assert _fail(session, finished) is not None
+        assert arrived.wait(10), "no finish notification arrived"
+        assert heard[0] == finished
+    finally:
+        listener.stop()
+    assert status(ctx, rolled_back) == "running"

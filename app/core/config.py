@@ -182,8 +182,10 @@ class Settings(BaseSettings):
         "runs (container health checks read its age).",
     )
     wait_poll_s: float = Field(
-        default=0.05, gt=0, le=5,
-        description="How often ?wait=true re-reads a request that another process runs.",
+        default=0.5, gt=0, le=5,
+        description="How often ?wait=true re-reads a request that another process runs "
+        "when no finish notification wakes it (PostgreSQL sends one at once; SQLite has "
+        "no cross-process signal).",
     )
     data_subset: str | None = Field(
         default=None, pattern=r"^\d+,\d+(,\d+)?$",

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import AuditAction, record
 from app.db.session import rowcount
+from app.forget_requests.finished import announce_finished
 from app.forget_requests.models import ForgetRequest, RequestStatus
 
 _S = RequestStatus
@@ -90,4 +91,6 @@ def transition(session: Session, request_id: str, *, source: RequestStatus,
            forget_request_id=request.id, model_name=request.model_name,
            model_version=request.source_version if model_version is None else model_version,
            details=dict(details(request) if callable(details) else details))
+    if not ALLOWED[target]:  # final: wake the API processes waiting on it (at commit)
+        announce_finished(session, request_id)
     return request

@@ -4,8 +4,11 @@ A waiting call is a coroutine: between short database reads (each a brief trip t
 thread pool) it sleeps on the event loop, so forty waiting callers cost forty coroutines,
 not forty of the thread pool's workers that every synchronous route and dependency
 (the API-key check included) shares. It wakes early when the embedded worker reports a
-finished request (the worker's ``Notifier`` generation changes) and re-reads the row at
-least every ``REREAD_S`` for workers in other processes.
+finished request, or when PostgreSQL's finish notification arrives from a worker in
+another process (``app.forget_requests.finished``): either changes the ``Notifier``
+generation. Without a notification it re-reads the row every ``reread_s``
+(``UNLEARN_WAIT_POLL_S``): SQLite has no cross-process signal, and a listener may be
+reconnecting.
 
 ``WaitSlots`` bounds how many calls one API key may hold waiting at once: a caller over
 the bound gets the ``202`` answer at once, as without ``wait``.
@@ -21,7 +24,6 @@ from starlette.concurrency import run_in_threadpool
 
 T = TypeVar("T")
 
-REREAD_S = 0.5  # how stale a waiter's view of a request in another process may get
 WAKE_CHECK_S = 0.05  # how often a waiter looks at the embedded worker's notifier
 
 
@@ -51,9 +53,10 @@ class WaitSlots:
 
 
 async def wait_until(read: Callable[[], T], finished: Callable[[T], bool], notifier,
-                     timeout_s: float) -> T:
+                     timeout_s: float, reread_s: float = 0.5) -> T:
     """Call ``read`` (blocking, short: run on the thread pool) until ``finished`` says so
-    or ``timeout_s`` passes; return the last value read."""
+    or ``timeout_s`` passes; return the last value read. Between reads, wait for the
+    notifier or ``reread_s``, whichever comes first."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
@@ -62,6 +65,6 @@ async def wait_until(read: Callable[[], T], finished: Callable[[T], bool], notif
         now = loop.time()
         if finished(current) or now >= deadline:
             return current
-        reread_at = min(deadline, now + REREAD_S)
+        reread_at = min(deadline, now + reread_s)
         while notifier.generation == since and loop.time() < reread_at:
             await asyncio.sleep(min(WAKE_CHECK_S, max(0.0, reread_at - loop.time())))

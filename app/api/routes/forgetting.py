@@ -147,7 +147,8 @@ async def create_forget_request(
         finished = await wait_until(
             lambda: _read_request(ctx, created.id),
             lambda current: current.status in FINISHED,
-            request.app.state.worker_done, ctx.settings.wait_timeout_s)
+            request.app.state.worker_done, ctx.settings.wait_timeout_s,
+            reread_s=ctx.settings.wait_poll_s)
     finally:
         slots.release(principal.key_id)
     if finished.status in FINISHED:
