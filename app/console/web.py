@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Path as PathParam, Request
+from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     JSONResponse,
@@ -19,18 +20,17 @@ from fastapi.responses import (
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
+from app.api.errors import error_body
 from app.api.pagination import (
     DB_INT_MAX,
 )
 from app.console import auth
 from app.console.auth import LoginRequired
-from app.api.errors import error_body
 from app.context import ServiceContext
 from app.core.errors import NotFoundError, ServiceError
 from app.forget_requests.models import FINAL_STATUSES
 from app.registry import service as registry_service
 from app.registry.models import RegisteredModel
-
 
 logger = logging.getLogger("unlearn.console")
 

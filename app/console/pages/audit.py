@@ -24,17 +24,16 @@ from app.audit import service as audit_service
 from app.audit.export import ExportFormat
 from app.audit.service import AuditAction, AuditFilter
 from app.console import auth, views
-from app.core.errors import InvalidInputError
-
 from app.console.web import (
-    templates,
     PAGE_SIZE,
-    page_context,
-    service_context,
-    page_router,
     data_router,
     logger,
+    page_context,
+    page_router,
+    service_context,
+    templates,
 )
+from app.core.errors import InvalidInputError
 
 pages = page_router()
 data = data_router()

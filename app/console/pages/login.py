@@ -16,12 +16,11 @@ from app.auth.throttle import TooManyFailuresError
 from app.console import auth
 from app.console.auth import Forbidden
 from app.console.state import console_state
-
 from app.console.web import (
-    templates,
+    data_router,
     page_context,
     page_router,
-    data_router,
+    templates,
 )
 
 pages = page_router()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -13,20 +12,19 @@ from fastapi.responses import (
 
 from app.console import auth, views
 from app.console.state import console_state
+from app.console.web import (
+    MODEL_COOKIE,
+    VersionNumber,
+    all_versions,
+    data_router,
+    model_name_of,
+    page_context,
+    page_router,
+    service_context,
+    templates,
+)
 from app.registry import service as registry_service
 from app.subjects.supersession import version_state, version_states
-
-from app.console.web import (
-    templates,
-    VersionNumber,
-    page_context,
-    MODEL_COOKIE,
-    model_name_of,
-    service_context,
-    page_router,
-    data_router,
-    all_versions,
-)
 
 pages = page_router()
 data = data_router()

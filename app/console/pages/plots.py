@@ -13,19 +13,18 @@ from fastapi.responses import (
 from app.console import auth, plots, views
 from app.console.state import console_state
 from app.console.sweep import alpha_sweep, parse_alphas
-from app.core.errors import NotFoundError
-from app.forgetting import service as forgetting_service
-from app.forget_requests.models import RequestStatus
-from app.registry import service as registry_service
-
 from app.console.web import (
     VersionNumber,
-    model_name_of,
-    service_context,
-    page_router,
     data_router,
+    model_name_of,
+    page_router,
     png_response,
+    service_context,
 )
+from app.core.errors import NotFoundError
+from app.forget_requests.models import RequestStatus
+from app.forgetting import service as forgetting_service
+from app.registry import service as registry_service
 
 pages = page_router()
 data = data_router()

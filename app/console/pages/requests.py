@@ -17,35 +17,34 @@ from fastapi.responses import (
 from pydantic import ValidationError
 
 from app.api.pagination import (
-    safe_text,
     decode_time_id_cursor,
     encode_time_id_cursor,
+    safe_text,
 )
 from app.audit import service as audit_service
 from app.audit.service import AuditFilter
 from app.certificates import service as certificate_service
 from app.certificates.schemas import ErasureCertificate
 from app.console import auth, views
+from app.console.web import (
+    FINISHED,
+    IDEMPOTENCY_PREFIX,
+    PAGE_SIZE,
+    actor_of,
+    all_versions,
+    data_router,
+    model_name_of,
+    page_context,
+    page_router,
+    service_context,
+    templates,
+)
 from app.core.errors import InvalidInputError, ServiceError
-from app.forgetting import service as forgetting_service
 from app.forget_requests.models import ForgetRequest, RequestStatus
+from app.forgetting import service as forgetting_service
 from app.forgetting.schemas import ForgetRequestCreate
 from app.registry import service as registry_service
 from app.subjects.resolution import prepare_subjects
-
-from app.console.web import (
-    templates,
-    FINISHED,
-    PAGE_SIZE,
-    IDEMPOTENCY_PREFIX,
-    page_context,
-    model_name_of,
-    service_context,
-    actor_of,
-    page_router,
-    data_router,
-    all_versions,
-)
 
 pages = page_router()
 data = data_router()

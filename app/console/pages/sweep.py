@@ -15,18 +15,17 @@ from app.api.pagination import (
 )
 from app.console import auth
 from app.console.sweep import DEFAULT_ALPHAS, alpha_sweep, parse_alphas
-from app.registry import service as registry_service
-
 from app.console.web import (
-    templates,
-    quote_all,
-    page_context,
-    model_name_of,
-    service_context,
-    page_router,
-    data_router,
     all_versions,
+    data_router,
+    model_name_of,
+    page_context,
+    page_router,
+    quote_all,
+    service_context,
+    templates,
 )
+from app.registry import service as registry_service
 
 pages = page_router()
 data = data_router()

@@ -16,23 +16,22 @@ from app.api.pagination import (
     DB_INT_MAX,
 )
 from app.console import auth
+from app.console.web import (
+    actor_of,
+    all_versions,
+    data_router,
+    model_name_of,
+    page_context,
+    page_router,
+    service_context,
+    templates,
+)
 from app.core.errors import ServiceError
 from app.prediction import service as prediction_service
 from app.prediction.schemas import Pixel
 from app.registry import service as registry_service
 from app.registry.model_kinds import spec_of
 from app.subjects.supersession import check_servable
-
-from app.console.web import (
-    templates,
-    page_context,
-    model_name_of,
-    service_context,
-    actor_of,
-    page_router,
-    data_router,
-    all_versions,
-)
 
 pages = page_router()
 data = data_router()
