@@ -120,3 +120,17 @@ def test_default_handler_follows_stderr_when_it_is_swapped_and_closed(monkeypatc
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
         structlog.reset_defaults()
+
+
+def test_alembic_plugin_announcements_are_not_logged_at_start():
+    """`unlearn serve` checks migrations at start; Alembic's per-plugin INFO lines are noise."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    try:
+        configure_logging("info", "text", stream=io.StringIO())
+        assert not logging.getLogger("alembic.runtime.plugins").isEnabledFor(logging.INFO)
+        assert logging.getLogger("alembic.runtime.migration").isEnabledFor(logging.INFO)
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        structlog.reset_defaults()

@@ -108,6 +108,9 @@ def configure_logging(level: str = "info", log_format: str = "text",
             root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Alembic (1.16+) announces each of its built-in plugins at INFO whenever a migration
+    # context is set up: seven lines of noise at every start; its real messages stay.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
