@@ -74,8 +74,8 @@ ESTIMATOR_VERSION = "per-sample-squared-gradient-v2"
 
 # The calibration grid. Larger alpha selects fewer parameters, larger lambda dampens them
 # less; candidates are tried in order of the change they make, not in this order.
-CALIBRATION_ALPHAS = (10.0, 7.0, 5.0, 3.0, 2.0, 1.5, 1.2)
-CALIBRATION_LAMBDAS = (1.0, 0.1, 0.01)
+CALIBRATION_ALPHAS = (10.0, 7.0, 5.0, 3.0, 2.0, 1.9, 1.8, 1.5, 1.2)
+CALIBRATION_LAMBDAS = (1.0, 0.1, 0.05, 0.01)
 
 
 class SsdParams(MethodParams):
