@@ -17,8 +17,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from app.forget_requests.models import FINAL_STATUSES
 from app.observability.logs import configure_logging
 from app.observability.metrics import ServiceMetrics, metrics_for
+from app.unlearning.base import HEAVY_QUEUE, LIGHT_QUEUE
+from app.unlearning.catalog import get_method
 
 logger = logging.getLogger("unlearn")
 metrics_logger = logging.getLogger("unlearn.metrics")
@@ -75,15 +78,14 @@ def start_operations(ctx, configure_logs: bool = True, *, with_database_metrics:
     return operations
 
 
-QUEUES = ("light", "heavy")
-LIGHT_METHODS = frozenset({"output_dampening"})
-FINAL_STATUSES = ("completed", "unverified", "failed", "cancelled")
+QUEUES = (LIGHT_QUEUE, HEAVY_QUEUE)
 
 
 def queue_for_method(method: str) -> str:
-    """The queue a method's requests wait in: 'light' for output dampening (no pass over
-    the data), 'heavy' for the rest. The one place to repoint when real queues arrive."""
-    return "light" if method in LIGHT_METHODS else "heavy"
+    """The queue a method's requests wait in: the method's own ``queue`` (what filing
+    stores on the request), 'heavy' for a name no longer offered."""
+    found = get_method(method)
+    return found.queue if found is not None else HEAVY_QUEUE
 
 
 class DatabaseCollector(Collector):
@@ -124,10 +126,9 @@ class DatabaseCollector(Collector):
             labels=["method", "status"])
         for method, status, count in by_status:
             if status == "queued":
-                depth[queue_for_method(method)] = depth.get(queue_for_method(method), 0) + count
+                depth[queue_for_method(method)] += count
             elif status == "running":
-                running[queue_for_method(method)] = (running.get(queue_for_method(method), 0)
-                                                     + count)
+                running[queue_for_method(method)] += count
             elif status in FINAL_STATUSES:
                 finals.add_metric([method, status], count)
         queue = GaugeMetricFamily("unlearn_queue_depth",

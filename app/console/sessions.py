@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from app.auth.models import ApiKey
 from app.console.models import ConsoleSession
 from app.db.base import utcnow
+from app.db.session import rowcount
 
 # Tokens longer than this are not ours; refusing them early keeps hashing bounded.
 MAX_TOKEN_LENGTH = 100
@@ -90,11 +91,11 @@ def end_session(session: Session, token: str) -> bool:
         .where(ConsoleSession.token_hash == hash_token(token),
                ConsoleSession.revoked_at.is_(None))
         .values(revoked_at=utcnow()))
-    return bool(getattr(result, "rowcount", 0))
+    return rowcount(result) > 0
 
 
 def purge_expired(session: Session) -> int:
     """Delete sessions past their expiry (revoked ones included: they expire too)."""
     result = session.execute(delete(ConsoleSession)
                              .where(ConsoleSession.expires_at <= utcnow()))
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rowcount(result)

@@ -24,8 +24,6 @@ from app.core.errors import (
 from app.db.base import utcnow
 from app.forgetting import jobs
 from app.forget_requests.models import FINAL_STATUSES, ForgetRequest, RequestStatus
-# Read by the routes and the console as service.get_request (its home is app.forget_requests).
-from app.forget_requests.service import get_request  # noqa: F401
 from app.forgetting.schemas import ForgetRequestCreate
 from app.forgetting.transitions import transition
 from app.ml.data import ImageData

@@ -10,16 +10,14 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ActorDep, CtxDep, PrincipalDep, SessionDep
+from app.api.fields import omit_fields
 from app.api.pagination import decode_time_id_cursor, encode_time_id_cursor
 from app.auth.deps import ANY_ROLE, require
 from app.auth.service import Role
-from app.api.fields import omit_fields
 from app.context import ServiceContext
-from app.forgetting import service
 from app.forget_requests.models import FINAL_STATUSES, ForgetRequest, RequestStatus
-from app.forgetting.waiting import wait_until
-from app.notifications.service import notify_final_status
-from app.registry.links import version_path
+from app.forget_requests.service import get_request
+from app.forgetting import service
 from app.forgetting.schemas import (
     ForgetRequestCreate,
     ForgetRequestList,
@@ -29,7 +27,10 @@ from app.forgetting.schemas import (
     MethodList,
     RequestLinks,
 )
+from app.forgetting.waiting import wait_until
 from app.notifications.filing import check_callback_url
+from app.notifications.service import notify_final_status
+from app.registry.links import version_path
 from app.subjects.resolution import prepare_subjects
 from app.subjects.supersession import production_notice
 from app.unlearning.catalog import METHODS
@@ -173,7 +174,7 @@ def cancel_forget_request(request_id: Annotated[str, Path(max_length=64)],
 
 def _read_request(ctx: ServiceContext, request_id: str) -> ForgetRequest:
     with ctx.db.session() as session:
-        return service.get_request(session, request_id)
+        return get_request(session, request_id)
 
 
 @router.get("/forget-requests/{request_id}", response_model=ForgetRequestRead,
@@ -181,7 +182,7 @@ def _read_request(ctx: ServiceContext, request_id: str) -> ForgetRequest:
 def read_forget_request(request_id: Annotated[str, Path(max_length=64)],
                         ctx: CtxDep,
                         session: SessionDep) -> ForgetRequestRead:
-    return to_read(service.get_request(session, request_id), ctx.model_name)
+    return to_read(get_request(session, request_id), ctx.model_name)
 
 
 @router.get("/forget-requests", response_model=ForgetRequestList, dependencies=READERS)

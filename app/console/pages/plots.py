@@ -23,7 +23,7 @@ from app.console.web import (
 )
 from app.core.errors import NotFoundError
 from app.forget_requests.models import RequestStatus
-from app.forgetting import service as forgetting_service
+from app.forget_requests.service import get_request
 from app.registry import service as registry_service
 
 pages = page_router()
@@ -57,7 +57,7 @@ def request_plot(request: Request,
                  request_id: str, kind: str) -> Response:
     ctx = service_context(request)
     with ctx.db.session() as session:
-        row = forgetting_service.get_request(session, request_id[:64])
+        row = get_request(session, request_id[:64])
     metrics = row.metrics or {}
     # Unverified requests have results too: the console shows them for inspection.
     if row.status not in (RequestStatus.completed.value, RequestStatus.unverified.value) \

@@ -41,6 +41,7 @@ from app.console.web import (
 )
 from app.core.errors import InvalidInputError, ServiceError
 from app.forget_requests.models import ForgetRequest, RequestStatus
+from app.forget_requests.service import get_request
 from app.forgetting import service as forgetting_service
 from app.forgetting.schemas import ForgetRequestCreate
 from app.registry import service as registry_service
@@ -213,7 +214,7 @@ def request_page(request: Request,
                  request_id: str) -> Response:
     ctx = service_context(request)
     with ctx.db.session() as session:
-        row = forgetting_service.get_request(session, request_id[:64])
+        row = get_request(session, request_id[:64])
         entries, _ = audit_service.query(session, AuditFilter(forget_request_id=row.id), 100)
     metrics = row.metrics or {}
     before, after = metrics.get("before"), metrics.get("after")
@@ -257,7 +258,7 @@ def request_status(request: Request,
                    request_id: str) -> JSONResponse:
     ctx = service_context(request)
     with ctx.db.session() as session:
-        row = forgetting_service.get_request(session, request_id[:64])
+        row = get_request(session, request_id[:64])
     return JSONResponse({"status": row.status, "phase": row.phase,
                          "progress": row.progress, "error": row.error,
                          "result_version": row.result_version,
