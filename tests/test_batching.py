@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import threading
 
 import httpx
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from app.main import create_app
 from app.architectures.catalog import build_model
 from app.architectures.mnist_cnn import MNIST_SPEC
+import app.prediction.predictor as predictor_module
 from app.prediction.batching import DynamicBatcher
 from app.prediction.service import forward_probabilities
 from tests.conftest import ROOT, api_key, make_ctx, make_settings
@@ -197,6 +199,16 @@ def test_the_concurrency_benchmark_measures_the_batcher_its_server_uses(
                 client.post("/predict", json={"instances": [images[i, 0].tolist()]})
                 for i in range(16)))
 
+    # Every forward pass, batched or not, runs on the process's one forward thread (on a
+    # CPU, passes on several threads fight for the cores, each with its own OpenMP team).
+    forward_threads: set[str] = set()
+    original_forward = predictor_module.forward_probabilities
+
+    def recording_forward(*args, **kwargs):
+        forward_threads.add(threading.current_thread().name)
+        return original_forward(*args, **kwargs)
+
+    monkeypatch.setattr(predictor_module, "forward_probabilities", recording_forward)
     # A long wait and a bound of 8: the 16 concurrent calls are sure to find company.
     batching = {"predict_batch_max_size": 8, "predict_batch_max_wait_ms": 2000}
     try:
@@ -215,3 +227,4 @@ def test_the_concurrency_benchmark_measures_the_batcher_its_server_uses(
     assert batcher.passes < 16  # calls shared forward passes
     assert all(record.images <= 8 for record in batcher.history)
     assert served["unbatched"][1].state.predictor.batcher is None
+    assert len(forward_threads) == 1 and forward_threads.pop().startswith("unlearn-forward")

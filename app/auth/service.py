@@ -17,7 +17,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app.audit.service import AuditAction, record
@@ -122,9 +122,16 @@ def create_key(session: Session, *, name: str, roles: list[str], created_by: str
     return key, token
 
 
+# Every API call runs this lookup: one statement built once (building a select costs more
+# than SQLite takes to run it) and run as Core, without the ORM's identity map.
+_KEY_BY_ID = select(ApiKey.id, ApiKey.name, ApiKey.roles, ApiKey.salt, ApiKey.secret_hash,
+                    ApiKey.revoked_at, ApiKey.expires_at).where(ApiKey.id == bindparam("key_id"))
+
+
 def authenticate(session: Session, token: str) -> Principal | None:
     """The principal for a valid, unrevoked, unexpired token; None otherwise."""
-    key = session.get(ApiKey, key_id_of(token)) if token else None
+    key = (session.connection().execute(_KEY_BY_ID, {"key_id": key_id_of(token)}).first()
+           if token else None)
     salt, expected = (key.salt, key.secret_hash) if key is not None else (_DUMMY_SALT,
                                                                             _DUMMY_HASH)
     matches = hmac.compare_digest(_secret_hash(salt, token), expected)

@@ -25,9 +25,10 @@ def make_engine(database_url: str, poolclass: type[Pool] | None = None) -> Engin
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        # No pre-ping: a connection to a local file cannot go stale, and the ping was a
+        # second statement on every checkout (every API call opens two sessions).
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True,
-            **pooling,
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **pooling,
         )
 
         @event.listens_for(engine, "connect")

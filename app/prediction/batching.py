@@ -4,7 +4,7 @@ Each version (keyed by its artifact's sha256) gets an asyncio queue on the event
 while calls are waiting, one collector task. The collector takes the oldest call, then
 gathers the calls queued behind it until the batch holds ``max_batch_size`` images or the
 oldest call has waited ``max_wait_s``, concatenates their images, runs ONE forward pass in
-a worker thread (the event loop keeps accepting requests meanwhile, and those pile up
+the executor given (the event loop keeps accepting requests meanwhile, and those pile up
 for the next batch), and hands each caller the rows of its own images, in order.
 
 The bounds, as in Triton's dynamic batcher and Ray Serve's ``@serve.batch``:
@@ -23,6 +23,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,10 +59,12 @@ class BatchRecord:
 
 class DynamicBatcher:
     def __init__(self, forward: ForwardFn, max_batch_size: int = 256,
-                 max_wait_s: float = 0.002, history: int = 0):
+                 max_wait_s: float = 0.002, history: int = 0,
+                 executor: Executor | None = None):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.forward = forward
+        self.executor = executor  # where forward passes run (None: the loop's default)
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self._queues: dict[str, _VersionQueue] = {}
@@ -134,7 +137,8 @@ class DynamicBatcher:
     async def _run(self, model: object, batch: list[_Call]) -> None:
         images = _concatenate([call.images for call in batch])
         try:
-            outputs = await asyncio.to_thread(self.forward, model, images)
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.forward, model, images)
         except Exception as error:  # the calls in this batch fail; later batches still run
             for call in batch:
                 if not call.future.done():

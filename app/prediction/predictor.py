@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from cachetools import LRUCache
@@ -26,6 +27,24 @@ from app.subjects.supersession import VersionState, VersionStates, VersionStatus
 VERSION_ROWS_KEPT = 256
 CURRENT = VersionState(VersionStatus.current)
 
+_forward_thread: ThreadPoolExecutor | None = None
+_forward_thread_lock = threading.Lock()
+
+
+def forward_thread() -> ThreadPoolExecutor:
+    """The one thread of this process that runs the prediction routes' forward passes.
+
+    One thread, not the loop's pool: on a CPU each pass already uses every core through
+    PyTorch's intra-op threads, so two at once only fight for them, and each thread that
+    calls into PyTorch gets its own OpenMP team, whose idle threads spin between passes
+    and take the cores the event loop needs to parse the next request. On a GPU one thread
+    issuing the batcher's passes loses nothing."""
+    global _forward_thread
+    with _forward_thread_lock:
+        if _forward_thread is None:
+            _forward_thread = ThreadPoolExecutor(1, thread_name_prefix="unlearn-forward")
+        return _forward_thread
+
 
 class Predictor:
     def __init__(self, ctx: ServiceContext):
@@ -45,6 +64,7 @@ class Predictor:
                 max_batch_size=settings.predict_batch_max_size,
                 max_wait_s=settings.predict_batch_max_wait_ms / 1000.0,
                 history=1024,
+                executor=forward_thread(),
             )
 
     def load(self, model_version: int | None, actor: str, field: str = "model_version",
@@ -106,5 +126,6 @@ class Predictor:
                             images: np.ndarray) -> np.ndarray:
         """[N, classes] float32 class probabilities of a checked [N, C, H, W] batch."""
         if self.batcher is None:
-            return await asyncio.to_thread(forward_probabilities, model, images, self.ctx.device)
+            return await asyncio.get_running_loop().run_in_executor(
+                forward_thread(), forward_probabilities, model, images, self.ctx.device)
         return await self.batcher.submit(version.artifact_sha256, model, images)

@@ -16,7 +16,7 @@ import enum
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import BindParameter, Select, bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from app.audit.service import AuditAction
@@ -103,6 +103,27 @@ def version_states(session: Session, model_name: str) -> dict[int, VersionState]
     return states
 
 
+def _fingerprint_statement() -> Select:
+    name: BindParameter[str] = bindparam("model_name")
+    versions = (select(func.count()).select_from(ModelVersion)
+                .where(ModelVersion.model_name == name).scalar_subquery())
+    completed = (select(func.count()).select_from(ForgetRequest)
+                 .where(ForgetRequest.model_name == name,
+                        ForgetRequest.status == RequestStatus.completed.value)
+                 .scalar_subquery())
+    purges = (select(func.count()).select_from(VersionPurge)
+              .where(VersionPurge.model_name == name).scalar_subquery())
+    registered = exists().where(RegisteredModel.name == name)
+    production = (select(RegisteredModel.production_version)
+                  .where(RegisteredModel.name == name).scalar_subquery())
+    return select(registered, production, versions, completed, purges)
+
+
+# Built once: every prediction runs it, and building this select took ten times as long
+# as SQLite takes to run it (0.35 ms against 0.04 ms).
+_FINGERPRINT = _fingerprint_statement()
+
+
 def state_fingerprint(session: Session, model_name: str) -> tuple:
     """One statement reading everything ``version_states`` depends on, in summary:
     (registered, production version, versions, completed requests, purges). Versions,
@@ -110,18 +131,7 @@ def state_fingerprint(session: Session, model_name: str) -> tuple:
     (a version row is immutable once published, ``completed`` is a final status, a purge
     row is written once), so each can only be added; the counts then change exactly when
     the rows do, and so equal fingerprints mean equal states."""
-    versions = (select(func.count()).select_from(ModelVersion)
-                .where(ModelVersion.model_name == model_name).scalar_subquery())
-    completed = (select(func.count()).select_from(ForgetRequest)
-                 .where(ForgetRequest.model_name == model_name,
-                        ForgetRequest.status == RequestStatus.completed.value)
-                 .scalar_subquery())
-    purges = (select(func.count()).select_from(VersionPurge)
-              .where(VersionPurge.model_name == model_name).scalar_subquery())
-    registered = exists().where(RegisteredModel.name == model_name)
-    production = (select(RegisteredModel.production_version)
-                  .where(RegisteredModel.name == model_name).scalar_subquery())
-    row = session.execute(select(registered, production, versions, completed, purges)).one()
+    row = session.connection().execute(_FINGERPRINT, {"model_name": model_name}).one()
     return (bool(row[0]), row[1], row[2], row[3], row[4])
 
 
