@@ -5,6 +5,7 @@ Serves the shipped base model under uvicorn on 127.0.0.1 (in a thread of this pr
 sends the same 256 real test images each round as
   * the Open Inference Protocol's binary data extension, UINT8 pixels, binary output
     (``POST /v2/models/mnist-cnn/versions/1/infer``; the binary input of the API),
+  * the same call from the standard library's http.client (a lighter client than httpx),
   * the same binary UINT8 input with a JSON answer,
   * ``/predict`` JSON ``instances`` and base64 PNG ``images``,
 and compares images/second with the raw forward pass (``model(x)`` on a batch already on
@@ -21,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import io
 import json
 import statistics
 import time
+import urllib.parse
 
 import httpx
 import numpy as np
@@ -119,6 +122,18 @@ def main() -> None:
             length = int(response.headers[HEADER])
             assert len(response.content) == length + args.batch * (10 * 4 + 8)
 
+        # The same call from the standard library's http.client (one kept-alive
+        # connection): how much of the gap to the raw pass is httpx's own work.
+        stdlib = http.client.HTTPConnection("127.0.0.1", urllib.parse.urlsplit(url).port)
+        stdlib_headers = {**binary_headers, **auth}
+
+        def post_binary_stdlib():
+            stdlib.request("POST", infer, body=binary_body, headers=stdlib_headers)
+            response = stdlib.getresponse()
+            content = response.read()
+            assert response.status == 200, content
+            assert len(content) == int(response.headers[HEADER]) + args.batch * (10 * 4 + 8)
+
         def post_binary_json():
             response = client.post(infer, content=binary_json_body,
                                    headers={**binary_json_headers, **auth})
@@ -134,7 +149,7 @@ def main() -> None:
             assert len(response.json()["predictions"]) == args.batch
 
         steps = {"raw": raw_forward, "in_process": in_process, "binary": post_binary,
-                 "binary_json": post_binary_json, "json": post_json, "png": post_png}
+                 "binary_stdlib": post_binary_stdlib, "binary_json": post_binary_json, "json": post_json, "png": post_png}
         for step in steps.values():  # warm-up (CUDA context, cuDNN choices, caches)
             for _ in range(3):
                 step()
@@ -150,6 +165,7 @@ def main() -> None:
             started = time.perf_counter()
             assert client.post("/predict", content=single, headers=json_headers).status_code == 200
             latencies.append(time.perf_counter() - started)
+        stdlib.close()
     rate = {name: args.batch / statistics.median(values) for name, values in times.items()}
     raw = rate["raw"]
 
@@ -162,6 +178,8 @@ def main() -> None:
         f"- raw model forward (input already on the device): {raw:,.0f} images/s",
         line("in process, no HTTP (host UINT8 -> device -> host probabilities)", "in_process"),
         line("v2 infer, binary UINT8 input, binary output (uvicorn, loopback)", "binary"),
+        line("the same from the standard library's http.client instead of httpx",
+             "binary_stdlib"),
         line("v2 infer, binary UINT8 input, JSON output", "binary_json"),
         line("/predict, JSON instances", "json"),
         line("/predict, base64 PNG images", "png"),
