@@ -3,9 +3,10 @@ configured device (UNLEARN_DEVICE; the report names it).
 
 Serves the shipped base model twice under uvicorn on 127.0.0.1 (threads of this process):
 once with dynamic batching (the settings' defaults unless given), once without. A separate
-client process keeps ``--clients`` single-image ``/predict`` calls in flight (asyncio +
-httpx, one connection per client) for ``--seconds`` against each server in turn, for
-``--rounds`` alternations, and reports requests/second and latency percentiles of each.
+client process keeps ``--clients`` single-image ``/predict`` calls in flight (asyncio,
+one kept-alive connection per client, prebuilt requests; ``--client httpx`` for httpx)
+for ``--seconds`` against each server in turn, for ``--rounds`` alternations, and reports
+requests/second and latency percentiles of each.
 
     UNLEARN_DATA_DIR=../shared/data .venv/bin/python benchmarks/predict_concurrency.py
 """
@@ -18,6 +19,7 @@ import dataclasses
 import multiprocessing
 import statistics
 import time
+import urllib.parse
 from collections import deque
 from contextlib import ExitStack, contextmanager
 
@@ -32,8 +34,12 @@ from app.prediction.predictor import Predictor
 
 
 def client_load(url: str, headers: dict, bodies: list[bytes], clients: int,
-                seconds: float) -> tuple[int, list[float], int]:
-    """Runs in the client process: (completed calls, latencies in s, failed calls)."""
+                seconds: float, kind: str = "raw") -> tuple[int, list[float], int]:
+    """Runs in the client process: (completed calls, latencies in s, failed calls).
+    ``kind``: "raw" (prebuilt HTTP/1.1 requests on kept-alive asyncio streams) or
+    "httpx" (httpx.AsyncClient)."""
+    if kind == "raw":
+        return _raw_client_load(url, headers, bodies, clients, seconds)
     import httpx
 
     async def run():
@@ -57,6 +63,63 @@ def client_load(url: str, headers: dict, bodies: list[bytes], clients: int,
         return len(latencies), latencies, failures
 
     return asyncio.run(run())
+
+
+def _raw_client_load(url: str, headers: dict, bodies: list[bytes], clients: int,
+                     seconds: float) -> tuple[int, list[float], int]:
+    """The load with as little client work as HTTP allows: each client's request is built
+    once and written again and again on its own kept-alive connection, and only the status
+    line and Content-Length of an answer are read. On two shared cores httpx's own work
+    took most of the CPU, so the benchmark measured its client more than the servers."""
+    try:
+        import uvloop
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        loop_factory = asyncio.new_event_loop
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+
+    def request(body: bytes) -> bytes:
+        lines = ["POST /predict HTTP/1.1", f"host: {host}:{port}",
+                 f"content-length: {len(body)}",
+                 *(f"{name}: {value}" for name, value in headers.items())]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    async def run():
+        latencies: list[float] = []
+        failures = 0
+        deadline = time.perf_counter() + seconds
+
+        async def one_client(index: int):
+            nonlocal failures
+            message = request(bodies[index % len(bodies)])
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                while time.perf_counter() < deadline:
+                    started = time.perf_counter()
+                    writer.write(message)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value)
+                    await reader.readexactly(length)
+                    if head.startswith(b"HTTP/1.1 200"):
+                        latencies.append(time.perf_counter() - started)
+                    else:
+                        failures += 1
+            finally:
+                writer.close()
+
+        await asyncio.gather(*(one_client(i) for i in range(clients)))
+        return len(latencies), latencies, failures
+
+    loop = loop_factory()
+    try:
+        return loop.run_until_complete(run())
+    finally:
+        loop.close()
 
 
 @contextmanager
@@ -93,6 +156,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-batch", type=int, default=None)
     parser.add_argument("--max-wait-ms", type=float, default=None)
+    parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
+                        help="raw: prebuilt requests on kept-alive sockets (default); "
+                             "httpx: httpx.AsyncClient")
     parser.add_argument("--result", default="predict_concurrency.md")
     args = parser.parse_args()
 
@@ -111,14 +177,15 @@ def main() -> None:
     spawn = multiprocessing.get_context("spawn")
     with served_apps(ctx, batching) as served, spawn.Pool(1) as pool:
         for url, _ in served.values():  # warm-up
-            pool.apply(client_load, (url, headers, bodies, args.clients, 1.0))
+            pool.apply(client_load, (url, headers, bodies, args.clients, 1.0, args.client))
         batcher = served["batched"][1].state.predictor.batcher
         batcher.history.clear()
         calls_before = batcher.calls
         for _ in range(args.rounds):
             for name, (url, _) in served.items():
                 results[name].append(pool.apply(
-                    client_load, (url, headers, bodies, args.clients, args.seconds)))
+                    client_load, (url, headers, bodies, args.clients, args.seconds,
+                                  args.client)))
         batch_sizes = [r.images for r in batcher.history]
         settings = served["batched"][1].state.ctx.settings
     answered = sum(r[0] + r[2] for r in results["batched"])
@@ -144,7 +211,7 @@ def main() -> None:
     report = "\n".join([
         f"{args.clients} concurrent single-image /predict clients (JSON), device: "
         f"{describe_device(ctx.device)}; {args.rounds} alternating rounds of "
-        f"{args.seconds:g} s each; client in a separate process:",
+        f"{args.seconds:g} s each; client in a separate process ({args.client} client):",
         f"- with dynamic batching (max {settings.predict_batch_max_size} images, "
         f"max wait {settings.predict_batch_max_wait_ms:g} ms): {b['rate']:,.0f} requests/s, "
         f"p50 {b['p50']:.1f} ms, p99 {b['p99']:.1f} ms",
