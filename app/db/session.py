@@ -26,7 +26,7 @@ def make_engine(database_url: str, poolclass: type[Pool] | None = None) -> Engin
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         # No pre-ping: a connection to a local file cannot go stale, and the ping was a
-        # second statement on every checkout (every API call opens two sessions).
+        # second statement on every checkout (a prediction opens two sessions).
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **pooling,
         )
