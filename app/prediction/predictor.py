@@ -55,6 +55,7 @@ class Predictor:
             maxsize=VERSION_ROWS_KEPT)
         self._lock = threading.Lock()  # LRUCache is not thread-safe
         self.states = VersionStates()
+        self.forward_executor = forward_thread()
         self.batcher: DynamicBatcher | None = None
         # Refusals are audited once per key, version and window: a client cannot flood
         # the append-only log by asking a corrupted version again and again.
@@ -65,7 +66,7 @@ class Predictor:
                 max_batch_size=settings.predict_batch_max_size,
                 max_wait_s=settings.predict_batch_max_wait_ms / 1000.0,
                 history=1024,
-                executor=forward_thread(),
+                executor=self.forward_executor,
             )
 
     def load(self, model_version: int | None, actor: str, field: str = "model_version",
@@ -128,5 +129,5 @@ class Predictor:
         """[N, classes] float32 class probabilities of a checked [N, C, H, W] batch."""
         if self.batcher is None:
             return await asyncio.get_running_loop().run_in_executor(
-                forward_thread(), forward_probabilities, model, images, self.ctx.device)
+                self.forward_executor, forward_probabilities, model, images, self.ctx.device)
         return await self.batcher.submit(version.artifact_sha256, model, images)
