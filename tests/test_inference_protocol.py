@@ -208,3 +208,35 @@ def test_bad_inference_requests_get_4xx_naming_the_field(client, ctx):
         (404, "name")
     assert _error(client.post("/v2/models/mnist-cnn/versions/5/infer",
                               json={"inputs": [image]})) == (404, "version")
+
+
+def test_infer_checks_the_key_before_anything_the_answer_could_reveal(client, ctx):
+    """The infer routes check the key inside their own thread hop (``require_in_route``):
+    still first, so a missing, wrong or revoked key gets 401 and a key without the client
+    role 403, the same answer whether the model, the version and the body exist or not."""
+    from app.auth.service import revoke_key
+    from tests.conftest import api_key
+
+    good = {"inputs": [{"name": "image", "shape": [1, 784], "datatype": "FP32",
+                        "data": [0.0] * 784}]}
+    targets = [(INFER, good), ("/v2/models/mnist-cnn/infer", good),
+               ("/v2/models/no-such-model/infer", good),
+               ("/v2/models/mnist-cnn/versions/999/infer", good),
+               ("/v2/models/mnist-cnn/versions/abc/infer", good),
+               (INFER, {"inputs": []})]
+    revoked = api_key(ctx, "client", name="revoked-client")
+    with ctx.db.session() as session:
+        revoke_key(session, "revoked-client", revoked_by="test")
+    callers = [({}, 401), ({"Authorization": "Bearer ulk_" + "x" * 43}, 401),
+               ({"Authorization": f"Bearer {revoked}"}, 401),
+               ({"Authorization": f"Bearer {api_key(ctx, 'auditor')}"}, 403),
+               ({"Authorization": f"Bearer {api_key(ctx, 'privacy_officer')}"}, 403)]
+    client.headers.pop("Authorization")
+    for headers, status in callers:
+        answers = [client.post(path, json=body, headers=headers) for path, body in targets]
+        assert {a.status_code for a in answers} == {status}, [a.text for a in answers]
+        assert len({a.json()["error"]["message"] for a in answers}) == 1
+    # And a client key gets past the check to the answers that do depend on the target.
+    headers = {"Authorization": f"Bearer {api_key(ctx, 'client')}"}
+    assert [client.post(path, json=body, headers=headers).status_code
+            for path, body in targets] == [200, 200, 404, 404, 404, 422]

@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CtxDep
-from app.auth.deps import get_principal, require
-from app.auth.service import Principal, Role
+from app.auth.deps import KeyCheck, require, require_in_route
+from app.auth.service import Role
 from app.context import ServiceContext
 from app.core.errors import NotFoundError
 from app.health.routes import readiness
@@ -27,6 +27,8 @@ from app.subjects.supersession import check_servable
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (KServe v2)"])
 client_only = [Depends(require(Role.client))]
+# The inference routes check the key in the thread hop that looks the version up.
+ClientKeyDep = Annotated[KeyCheck, Depends(require_in_route(Role.client))]
 
 INFER_BODY = {
     "requestBody": {
@@ -99,41 +101,38 @@ def version_ready(name: str, version: str,
     return protocol.ReadyResponse(ready=True)
 
 
-@router.post("/models/{name}/infer", dependencies=client_only, openapi_extra=INFER_BODY)
-async def infer_production(name: str, request: Request,
+@router.post("/models/{name}/infer", openapi_extra=INFER_BODY)
+async def infer_production(name: str, request: Request, key: ClientKeyDep,
                            ctx: Annotated[ServiceContext, Depends(get_context)],
-                           predictor: Annotated[Predictor, Depends(get_predictor)],
-                           principal: Annotated[Principal, Depends(get_principal)]) -> Response:
-    return await _infer(name, None, request, ctx, predictor, principal)
+                           predictor: Annotated[Predictor, Depends(get_predictor)]) -> Response:
+    return await _infer(name, None, request, ctx, predictor, key)
 
 
-@router.post("/models/{name}/versions/{version}/infer", dependencies=client_only,
-             openapi_extra=INFER_BODY)
-async def infer_version(name: str, version: str, request: Request,
+@router.post("/models/{name}/versions/{version}/infer", openapi_extra=INFER_BODY)
+async def infer_version(name: str, version: str, request: Request, key: ClientKeyDep,
                         ctx: Annotated[ServiceContext, Depends(get_context)],
-                        predictor: Annotated[Predictor, Depends(get_predictor)],
-                        principal: Annotated[Principal, Depends(get_principal)]) -> Response:
-    return await _infer(name, _version_number(version), request, ctx, predictor, principal)
+                        predictor: Annotated[Predictor, Depends(get_predictor)]) -> Response:
+    return await _infer(name, version, request, ctx, predictor, key)
 
 
-async def _infer(name: str, version_number: int | None, request: Request,
-                 ctx: ServiceContext, predictor: Predictor, principal: Principal) -> Response:
-    # The model's name is checked in _prepare, in the one database session that resolves
-    # the version and its state (not on the event loop, not in a session of its own).
+async def _infer(name: str, version: str | None, request: Request,
+                 ctx: ServiceContext, predictor: Predictor, key: KeyCheck) -> Response:
+    # The key, the model's name and the version are checked in _prepare, in one thread
+    # hop (not on the event loop, not in hops of their own).
     body = await request.body()
     header_length = request.headers.get(protocol.HEADER_LENGTH)
     # A large JSON header is parsed in a parsing process (it holds the GIL for as long as
     # it takes); a small one, or raw tensor bytes after a small header, in the thread.
     parser = get_body_parser(request)
     offload = parser.offloads(_json_size(body, header_length))
-    version, model, parsed = await run_in_threadpool(
-        _prepare, ctx, predictor, name, version_number, body, header_length, principal,
-        not offload)
+    version_row, model, parsed = await run_in_threadpool(
+        _prepare, ctx, predictor, key, name, version, body, header_length, not offload)
     if parsed is None:
         parsed = await parser.run(len(body), protocol.parse_request, body, header_length,
-                                  service.image_shape(version), ctx.settings.max_predict_batch)
-    probabilities = await predictor.probabilities(version, model, parsed.images)
-    content, json_length = protocol.encode_response(name, version.version, parsed,
+                                  service.image_shape(version_row),
+                                  ctx.settings.max_predict_batch)
+    probabilities = await predictor.probabilities(version_row, model, parsed.images)
+    content, json_length = protocol.encode_response(name, version_row.version, parsed,
                                                     probabilities)
     if json_length is None:
         return Response(content, media_type="application/json")
@@ -148,13 +147,16 @@ def _json_size(body: bytes, header_length: str | None) -> int:
     return len(body)
 
 
-def _prepare(ctx: ServiceContext, predictor: Predictor, name: str, version_number: int | None,
-             body: bytes, header_length: str | None, principal: Principal, parse: bool):
-    """The version and its model (refused as ``/predict`` refuses it: 410 when purged, 409
-    when superseded), and the parsed request when ``parse``."""
+def _prepare(ctx: ServiceContext, predictor: Predictor, key: KeyCheck, name: str,
+             version: str | None, body: bytes, header_length: str | None, parse: bool):
+    """The caller's key first (401/403 before anything else is answered), then the version
+    and its model (refused as ``/predict`` refuses it: 410 when purged, 409 when
+    superseded), and the parsed request when ``parse``."""
+    principal = key.principal()
+    version_number = _version_number(version) if version is not None else None
     # Checked before the model loads (a purged version's artifact is gone), so before the
     # body is parsed: the audit entry of an admin's query records no image count.
-    version, model = predictor.load(
+    row, model = predictor.load(
         version_number, principal.name,
         "version" if version_number is not None else "name", model_name=name,
         check=lambda row, state: check_servable(ctx.db, row, principal.roles, principal.name,
@@ -162,9 +164,9 @@ def _prepare(ctx: ServiceContext, predictor: Predictor, name: str, version_numbe
         unregistered=_unknown_model(name))
     parsed = None
     if parse:
-        parsed = protocol.parse_request(body, header_length, service.image_shape(version),
+        parsed = protocol.parse_request(body, header_length, service.image_shape(row),
                                         ctx.settings.max_predict_batch)
-    return version, model, parsed
+    return row, model, parsed
 
 
 def _metadata(ctx: ServiceContext, name: str, version: ModelVersion | None,
