@@ -10,11 +10,13 @@ cost those ~0.8 ms a call, a tenth of a small batch's forward pass on the CPU).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
 
 from app.auth.service import Principal, Role, authenticate
 from app.auth.throttle import audit_failure_window, client_address
@@ -41,17 +43,19 @@ def presented_key(request: Request, credentials: HTTPAuthorizationCredentials | 
     return credentials.credentials
 
 
-def authenticate_throttled(request: Request, token: str, interface: str) -> Principal:
+def authenticate_throttled(request: Request, token: str, interface: str,
+                           session: Session | None = None) -> Principal:
     """Check a presented key under the failed-authentication throttle (app.auth.throttle):
     429 for an address over its limit before the key is looked at; a valid key otherwise
     always passes; a wrong one is counted, audited once per address per window, and
-    answered 401 (429 once over a limit)."""
+    answered 401 (429 once over a limit). The key is read in ``session`` when given (a
+    route's own read-only session), else in a session of its own."""
     throttle = request.app.state.throttle
     address = client_address(request)
     throttle.check_address(address)
     ctx = request.app.state.ctx
-    with ctx.db.session() as session:
-        principal = authenticate(session, token)
+    with nullcontext(session) if session is not None else ctx.db.session() as reading:
+        principal = authenticate(reading, token)
     if principal is not None:
         return principal
     throttled, previous = throttle.record_failure(address, token)
@@ -93,10 +97,11 @@ class KeyCheck:
     token: str
     roles: frozenset[str]
 
-    def principal(self) -> Principal:
+    def principal(self, session: Session | None = None) -> Principal:
         """The caller: 401 for an unknown, revoked or expired key (under the throttle),
-        403 for a key without the roles; as ``require`` answers."""
-        return _admitted(authenticate_throttled(self.request, self.token, "api"),
+        403 for a key without the roles; as ``require`` answers. ``session``: the route's
+        own read-only session, to read the key in (one session a call, not two)."""
+        return _admitted(authenticate_throttled(self.request, self.token, "api", session),
                          self.roles)
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
 from cachetools import LRUCache
+from sqlalchemy.orm import Session
 from torch import nn
 
 from app.audit.aggregation import AuditWindows
@@ -71,17 +73,19 @@ class Predictor:
 
     def load(self, model_version: int | None, actor: str, field: str = "model_version",
              model_name: str | None = None, check=None,
-             unregistered: Exception | None = None) -> tuple[ModelVersion, nn.Module]:
+             unregistered: Exception | None = None,
+             session: Session | None = None) -> tuple[ModelVersion, nn.Module]:
         """The version (default: production) and its model; blocking (database, files).
 
         ``check(row, state)``, when given, judges whether the version may answer (e.g.
         ``check_servable``); ``state`` is its superseded/purged state, read in the same
         database session as the production pointer: one session a call, and none for a
         version seen before when there is nothing to check. ``unregistered``: raised, when
-        given, if the model is not registered (read in that same session)."""
+        given, if the model is not registered (read in that same session). ``session``:
+        the caller's read-only session, used instead of one of its own."""
         version, state = self._version_row(model_name or self.ctx.model_name, model_version,
                                            field, with_state=check is not None,
-                                           unregistered=unregistered)
+                                           unregistered=unregistered, session=session)
         if check is not None:
             check(version, state)
         try:
@@ -96,14 +100,14 @@ class Predictor:
 
     def _version_row(self, name: str, number: int | None, field: str,
                      with_state: bool = False, unregistered: Exception | None = None,
-                     ) -> tuple[ModelVersion, VersionState]:
+                     session: Session | None = None) -> tuple[ModelVersion, VersionState]:
         row = None
         if number is not None:
             with self._lock:
                 row = self._versions.get((name, number))
             if row is not None and not with_state:
                 return row, CURRENT
-        with self.ctx.db.session() as session:
+        with nullcontext(session) if session is not None else self.ctx.db.session() as session:
             states: dict[int, VersionState] = {}
             if number is None or with_state:
                 registered, production, states = self.states.read(session, name)

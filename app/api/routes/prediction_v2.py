@@ -152,16 +152,17 @@ def _prepare(ctx: ServiceContext, predictor: Predictor, key: KeyCheck, name: str
     """The caller's key first (401/403 before anything else is answered), then the version
     and its model (refused as ``/predict`` refuses it: 410 when purged, 409 when
     superseded), and the parsed request when ``parse``."""
-    principal = key.principal()
-    version_number = _version_number(version) if version is not None else None
-    # Checked before the model loads (a purged version's artifact is gone), so before the
-    # body is parsed: the audit entry of an admin's query records no image count.
-    row, model = predictor.load(
-        version_number, principal.name,
-        "version" if version_number is not None else "name", model_name=name,
-        check=lambda row, state: check_servable(ctx.db, row, principal.roles, principal.name,
-                                                None, state),
-        unregistered=_unknown_model(name))
+    with ctx.db.session() as session:  # one read-only session for the key and the version
+        principal = key.principal(session)
+        version_number = _version_number(version) if version is not None else None
+        # Checked before the model loads (a purged version's artifact is gone), so before
+        # the body is parsed: the audit entry of an admin's query records no image count.
+        row, model = predictor.load(
+            version_number, principal.name,
+            "version" if version_number is not None else "name", model_name=name,
+            check=lambda row, state: check_servable(ctx.db, row, principal.roles,
+                                                    principal.name, None, state),
+            unregistered=_unknown_model(name), session=session)
     parsed = None
     if parse:
         parsed = protocol.parse_request(body, header_length, service.image_shape(row),
