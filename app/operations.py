@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from app.forget_requests.models import FINAL_STATUSES
+from app.forget_requests.models import FINAL_STATUSES, RequestStatus
 from app.observability.logs import configure_logging
 from app.observability.metrics import ServiceMetrics, metrics_for
 from app.unlearning.base import HEAVY_QUEUE, LIGHT_QUEUE
@@ -125,9 +125,9 @@ class DatabaseCollector(Collector):
             "unlearn_forget_requests", "Forget requests that reached a final status.",
             labels=["method", "status"])
         for method, status, count in by_status:
-            if status == "queued":
+            if status == RequestStatus.queued.value:
                 depth[queue_for_method(method)] += count
-            elif status == "running":
+            elif status == RequestStatus.running.value:
                 running[queue_for_method(method)] += count
             elif status in FINAL_STATUSES:
                 finals.add_metric([method, status], count)

@@ -400,7 +400,19 @@ def test_alpha_sweep_matches_a_real_forget_request(console, client):
     assert console.get("/console/sweep", params={"version": 1, "class": 12}).status_code == 422
 
 
-def test_try_it_predicts_with_two_versions(console, client, small_data):
+def test_try_it_predicts_with_two_versions(console, client, small_data, monkeypatch):
+    import threading
+
+    from app.prediction import service as prediction_service
+
+    threads = []
+    predict = prediction_service.predict
+
+    def recording(*args):
+        threads.append(threading.current_thread().name)
+        return predict(*args)
+
+    monkeypatch.setattr(prediction_service, "predict", recording)
     log_in(console)
     client.post("/forget-requests?wait=true", json={
         "classes": [1], "method": "output_dampening", "params": {"alpha": 0.01},
@@ -415,6 +427,8 @@ def test_try_it_predicts_with_two_versions(console, client, small_data):
     assert before["version"] == 1 and before["label"] == 1
     assert after["version"] == 2 and after["label"] != 1 and after["forgotten_classes"] == [1]
     assert after["probabilities"][1] < before["probabilities"][1]
+    # Both passes ran on the process's forward thread, as /predict's do.
+    assert len(threads) == 2 and all(name.startswith("unlearn-forward") for name in threads)
     bad = console.post("/console/try/predict", json={"versions": [1], "instances": [[[2.0] * 28] * 28]},
                        headers={"x-csrf-token": token})
     assert bad.status_code == 422

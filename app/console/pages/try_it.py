@@ -28,6 +28,7 @@ from app.console.web import (
 )
 from app.core.errors import ServiceError
 from app.prediction import service as prediction_service
+from app.prediction.predictor import forward_thread
 from app.prediction.schemas import Pixel
 from app.registry import service as registry_service
 from app.registry.model_kinds import spec_of
@@ -86,7 +87,10 @@ def try_predict(request: Request,
         model = ctx.models.get(version)
         batch = prediction_service.batch_from_instances(body.instances, 1,
                                                         spec_of(model).image_shape)
-        labels, probabilities = prediction_service.predict(model, batch, ctx.device)
+        # On the process's forward thread, as /predict's passes (its OpenMP team, not one
+        # more for this request thread; app.prediction.predictor.forward_thread).
+        labels, probabilities = forward_thread().submit(
+            prediction_service.predict, model, batch, ctx.device).result()
         answers.append({"version": version.version, "label": labels[0],
                         "probabilities": probabilities[0],
                         "forgotten_classes": version.forgotten_classes})
