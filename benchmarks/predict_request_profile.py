@@ -46,16 +46,17 @@ def _timed(name: str, function):
 
 def _instrument() -> None:
     """Wrap each stage where the route looks it up (module globals), before the app is made."""
-    auth_deps.authenticate_throttled = _timed("API key check (one database session)",
+    # The key, the production pointer, the version and its superseded/purged state are
+    # read in one database session, which the route opens (its opening and commit fall
+    # under "rest"); the supersession check then only judges the state read.
+    auth_deps.authenticate_throttled = _timed("API key check",
                                               auth_deps.authenticate_throttled)
-    # Since issue 14 the version, the production pointer and the superseded/purged state
-    # are read in one session (the lookup); the check then only judges that state.
     routes.check_servable = _timed("supersession check (on the state read by the lookup)",
                                    routes.check_servable)
     predictor_module.Predictor._version_row = _timed(  # type: ignore[method-assign]
-        "version lookup (production pointer and version state, one database session)",
+        "version lookup (production pointer and version state)",
         predictor_module.Predictor._version_row)
-    routes._parse_body = _timed("JSON parsing", routes._parse_body)
+    routes.parse_predict_body = _timed("JSON parsing", routes.parse_predict_body)
     prediction_service.batch_from_instances = _timed("input checks and decoding",
                                                      prediction_service.batch_from_instances)
     predictor_module.forward_probabilities = _timed("forward pass (1 image)",

@@ -117,3 +117,29 @@ def test_other_requests_are_answered_while_a_large_body_is_parsed(
     assert (gate_dir / "outcome").read_text() == "released"
     assert answers["large"].status_code == 200
     assert len(answers["large"].json()["predictions"]) == 20
+
+
+def test_predict_checks_the_key_before_it_parses_any_body(offloading_client, small_data):
+    """/predict checks the key first thing in its thread hop (small bodies) or before the
+    parsing process gets the body (large ones): a missing or wrong key gets 401 and a key
+    without the client or auditor role 403, whatever the body holds."""
+    from app.auth.service import create_key
+
+    context = offloading_client.app.state.ctx
+    with context.db.session() as session:
+        _, officer = create_key(session, name="officer", roles=["privacy_officer"],
+                                created_by="test")
+    image = small_data.test_images[0, 0].numpy().tolist()
+    bodies = [orjson.dumps({"instances": [image]}),                       # small, valid
+              orjson.dumps({"instances": [image], "model_version": 99}),  # no such version
+              b'{"instances": [[1, 2]', b"[]",                            # broken, wrong
+              orjson.dumps({"instances": [image] * 40}),                  # large, valid
+              b'{"instances": [' + b"9," * OFFLOAD_BYTES]                 # large, broken
+    assert len(bodies[4]) >= OFFLOAD_BYTES and len(bodies[5]) >= OFFLOAD_BYTES
+    offloading_client.headers.pop("Authorization")
+    for headers, status in (({}, 401), ({"Authorization": "Bearer ulk_" + "x" * 43}, 401),
+                            ({"Authorization": f"Bearer {officer}"}, 403)):
+        answers = [offloading_client.post("/predict", content=body, headers={
+            **headers, "content-type": "application/json"}) for body in bodies]
+        assert [a.status_code for a in answers] == [status] * len(bodies), \
+            [a.text[:100] for a in answers]

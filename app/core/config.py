@@ -103,7 +103,8 @@ class Settings(BaseSettings):
         default=1024 * 1024, ge=0,
         description="Prediction bodies at least this large are parsed in a separate "
         "process (JSON parsing holds the GIL, so a thread would still stall the event "
-        "loop); smaller ones stay on the event loop, which is faster for them.")
+        "loop); smaller ones are parsed in the request's own thread hop, after its key "
+        "check, which is faster for them.")
     predict_parse_processes: int = Field(
         default=2, ge=0, le=64,
         description="Processes that parse large prediction bodies (0: parse every body on "

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from app.auth.deps import get_principal, require
+from app.auth.deps import KeyCheck, get_principal, require_in_route
 from app.auth.service import Principal, Role
 from app.context import ServiceContext
 from app.core.errors import InvalidInputError
@@ -46,21 +46,29 @@ async def get_caller(principal: Annotated[Principal, Depends(get_principal)]) ->
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    # auditor: may query superseded versions (audited) for before/after comparisons.
-    dependencies=[Depends(require(Role.client, Role.auditor))],
     openapi_extra={"requestBody": {
         "required": True,
         "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
     }},
 )
 async def predict(request: Request,
+                  # auditor: may query superseded versions (audited) for before/after
+                  # comparisons. The key is checked in _prepare's thread hop, first.
+                  key: Annotated[KeyCheck, Depends(require_in_route(Role.client,
+                                                                    Role.auditor))],
                   ctx: Annotated[ServiceContext, Depends(get_context)],
-                  predictor: Annotated[Predictor, Depends(get_predictor)],
-                  actor: Annotated[str, Depends(get_caller)],
-                  principal: Annotated[Principal, Depends(get_principal)]) -> Response:
-    body, instances = await _parse_body(request, await request.body())
-    version, model, batch = await run_in_threadpool(_prepare, ctx, predictor, body,
-                                                    instances, actor, principal.roles)
+                  predictor: Annotated[Predictor, Depends(get_predictor)]) -> Response:
+    raw = await request.body()
+    parser = get_body_parser(request)
+    if parser.offloads(len(raw)):
+        # A large body goes to a parsing process, once the key has passed: nobody gets a
+        # parse for free. Then the version is looked up in a second hop.
+        principal = await run_in_threadpool(key.principal)
+        body, instances = await _parse_body(request, raw)
+        version, model, batch = await run_in_threadpool(_prepare, ctx, predictor, key, raw,
+                                                        (body, instances), principal)
+    else:  # the key, the small body and the version in one hop (one database session)
+        version, model, batch = await run_in_threadpool(_prepare, ctx, predictor, key, raw)
     probabilities = await predictor.probabilities(version, model, batch)
     record_prediction(ctx, version.model_name, version.version, len(probabilities))
     # Encoded here, in PredictResponse's shape (the documented response_model): returned
@@ -88,30 +96,49 @@ def get_body_parser(request: Request) -> BodyParser:
 
 
 async def _parse_body(request: Request, raw: bytes) -> tuple[PredictRequest, Any]:
-    """The request model and its instances: on the event loop for a small body, in a
-    parsing process for a large one (``app.prediction.body_parsing``)."""
+    """The request model and its instances, parsed in a parsing process (a large body)."""
     parser = get_body_parser(request)
     try:
-        return await parser.run(len(raw), parse_predict_body, raw, parser.offloads(len(raw)))
+        return await parser.run(len(raw), parse_predict_body, raw, True)
     except ValidationError as error:
-        errors: list = list(error.errors())
+        raise _invalid_body(list(error.errors())) from None
     except ParseFailure as failure:
-        errors = failure.errors
-    raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors])
+        raise _invalid_body(failure.errors) from None
 
 
-def _prepare(ctx: ServiceContext, predictor: Predictor, body: PredictRequest,
-             instances: Any, actor: str, roles: frozenset[str] = frozenset()):
-    """The version and its model, then the images checked against the shape that version
-    takes (blocking work: database, files, decoding; run in a thread)."""
-    if (instances is None) == (body.images is None):
-        raise InvalidInputError("give exactly one of 'instances' or 'images'", "instances")
-    count = len(instances) if instances is not None else len(body.images or ())
-    version, model = predictor.load(
-        body.model_version, actor, model_name=body.model_name or ctx.model_name,
-        # 410 for a purged version, 409 for a superseded one (admins and auditors may
-        # still ask it, audited): checked before the model is loaded.
-        check=lambda row, state: check_servable(ctx.db, row, roles, actor, count, state))
+def _invalid_body(errors: list) -> RequestValidationError:
+    return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors])
+
+
+def _prepare(ctx: ServiceContext, predictor: Predictor, key: KeyCheck, raw: bytes,
+             parsed: tuple[PredictRequest, Any] | None = None,
+             principal: Principal | None = None):
+    """The caller's key first (401/403 before anything else is answered; unless checked
+    already, as ``principal``), the body (unless ``parsed`` already), then the version and
+    its model, and the images checked against the shape that version takes (blocking work:
+    database, files, decoding; run in a thread)."""
+    with ctx.db.session() as session:  # one read-only session for the key and the version
+        if principal is None:
+            principal = key.principal(session)
+        if parsed is None:
+            try:
+                parsed = parse_predict_body(raw, False)
+            except ValidationError as error:
+                raise _invalid_body(list(error.errors())) from None
+            except ParseFailure as failure:
+                raise _invalid_body(failure.errors) from None
+        body: PredictRequest = parsed[0]
+        instances: Any = parsed[1]  # lists, or one array from a parsing process
+        if (instances is None) == (body.images is None):
+            raise InvalidInputError("give exactly one of 'instances' or 'images'", "instances")
+        count = len(instances) if instances is not None else len(body.images or ())
+        actor, roles = principal.name, principal.roles
+        version, model = predictor.load(
+            body.model_version, actor, model_name=body.model_name or ctx.model_name,
+            # 410 for a purged version, 409 for a superseded one (admins and auditors may
+            # still ask it, audited): checked before the model is loaded.
+            check=lambda row, state: check_servable(ctx.db, row, roles, actor, count, state),
+            session=session)
     limit = ctx.settings.max_predict_batch
     shape = service.image_shape(version)
     batch = (service.batch_from_instances(instances, limit, shape) if instances is not None
