@@ -84,6 +84,30 @@ def test_state_written_elsewhere_is_seen_by_the_next_prediction(ctx, small_data)
         assert gone.status_code == 410, gone.text
 
 
+def test_a_refused_first_call_leaves_the_kept_version_row_usable(ctx, small_data):
+    """A version's first call fetches its row in the route's one session and keeps it for
+    later calls. When that call is refused in the same session (409 here), the session
+    rolls back, which expires what it holds: the kept row must not be among them (it was,
+    for a while, and the next call for the version answered 500)."""
+    images = small_data.test_images[:1, 0].numpy()
+    with ctx.db.session() as session:
+        session.add(ForgetRequest(
+            id=str(uuid.uuid4()), model_name=ctx.model_name, source_version=1,
+            result_version=None, status=RequestStatus.completed.value,
+            method="output_dampening", target_classes=[3], target_sample_ids=[],
+            requested_by="elsewhere", subject_reference="s-1", finished_at=utcnow()))
+    client_key = {"Authorization": f"Bearer {api_key(ctx, 'client')}"}
+    admin_key = {"Authorization": f"Bearer {api_key(ctx, 'admin', name='admin-2')}"}
+    for path, body in (("/predict", {"instances": images.tolist(), "model_version": 1}),
+                       ("/v2/models/mnist-cnn/versions/1/infer", _v2_body(images))):
+        with TestClient(create_app(ctx)) as client:  # a fresh app: nothing kept yet
+            refused = client.post(path, json=body, headers=client_key)
+            assert refused.status_code == 409, refused.text
+            # Admins may still ask a superseded version (audited): from the kept row.
+            answered = client.post(path, json=body, headers=admin_key)
+            assert answered.status_code == 200, answered.text
+
+
 def test_predict_answer_keeps_its_documented_shape(client, small_data):
     """/predict encodes its answer itself (orjson): the answer still validates as the
     PredictResponse the OpenAPI document names."""

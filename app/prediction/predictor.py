@@ -124,6 +124,10 @@ class Predictor:
                         row = self._versions.get((name, number))
             if row is None:
                 row = get_version(session, name, number, field)
+                # Kept detached: the session may be the caller's, and if the caller's work
+                # fails in it, its rollback expires every row it holds; a kept row that
+                # was expired would fail the next call that takes it from the cache.
+                session.expunge(row)
                 with self._lock:
                     self._versions[(name, number)] = row
         return row, states.get(row.version, CURRENT)
