@@ -3,8 +3,9 @@
 ``require(...)`` authenticates first (401 without a valid key), then checks roles (403),
 before the route runs: so neither answer depends on whether the addressed resource exists.
 ``require_in_route(...)`` leaves the same check to the route, which runs it first thing in
-the thread hop its own blocking work takes anyway (the inference routes: a hop of its own
-cost those ~0.8 ms a call, a tenth of a small batch's forward pass on the CPU).
+the thread hop its own blocking work takes anyway, in the same database session (the
+prediction routes: a hop and a session of its own cost them 0.5-1 ms a call on the 2-core
+CPU, measured in docs/serving.md).
 """
 
 from __future__ import annotations
