@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import orjson
@@ -97,17 +99,22 @@ def get_body_parser(request: Request) -> BodyParser:
 
 async def _parse_body(request: Request, raw: bytes) -> tuple[PredictRequest, Any]:
     """The request model and its instances, parsed in a parsing process (a large body)."""
-    parser = get_body_parser(request)
+    with _body_errors_as_422():
+        return await get_body_parser(request).run(len(raw), parse_predict_body, raw, True)
+
+
+@contextmanager
+def _body_errors_as_422() -> Iterator[None]:
+    """pydantic's errors, raised here or in a parsing process, as FastAPI's 422."""
     try:
-        return await parser.run(len(raw), parse_predict_body, raw, True)
+        yield
     except ValidationError as error:
-        raise _invalid_body(list(error.errors())) from None
+        errors: list = list(error.errors())
     except ParseFailure as failure:
-        raise _invalid_body(failure.errors) from None
-
-
-def _invalid_body(errors: list) -> RequestValidationError:
-    return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors])
+        errors = failure.errors
+    else:
+        return
+    raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors])
 
 
 def _prepare(ctx: ServiceContext, predictor: Predictor, key: KeyCheck, raw: bytes,
@@ -121,12 +128,8 @@ def _prepare(ctx: ServiceContext, predictor: Predictor, key: KeyCheck, raw: byte
         if principal is None:
             principal = key.principal(session)
         if parsed is None:
-            try:
+            with _body_errors_as_422():
                 parsed = parse_predict_body(raw, False)
-            except ValidationError as error:
-                raise _invalid_body(list(error.errors())) from None
-            except ParseFailure as failure:
-                raise _invalid_body(failure.errors) from None
         body: PredictRequest = parsed[0]
         instances: Any = parsed[1]  # lists, or one array from a parsing process
         if (instances is None) == (body.images is None):
