@@ -105,6 +105,26 @@ def test_architectures_refuse_shapes_and_weights_that_do_not_fit():
     assert set(ARCHITECTURES) == {"mnist-cnn", "resnet18", "mobilenet-v3-small"}
 
 
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_loading_weights_draws_nothing_from_the_seeded_generator(architecture):
+    """Loading a version (any thread: predictions, a worker's warm-up) must not move torch's
+    process-wide generator, which a worker training from a seed draws from at the same
+    time: the loaded network is built without a random initialisation, and answers as a
+    network built the usual way and given the same weights."""
+    spec = ModelSpec(architecture, 10, (1, 28, 28) if architecture == "mnist-cnn"
+                     else (3, 32, 32))
+    reference = build_model(spec).eval()
+    torch.manual_seed(7)
+    expected = torch.rand(4)
+    torch.manual_seed(7)
+    loaded = load_weights(spec, reference.state_dict()).eval()
+    assert torch.equal(torch.rand(4), expected)
+    images = torch.rand(2, *spec.image_shape)
+    with torch.inference_mode():
+        assert torch.equal(loaded(images), reference(images))
+    assert all(p.device.type == "cpu" for p in loaded.parameters())
+
+
 # -- models on other datasets ----------------------------------------------------------
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from app.architectures import mnist_cnn, torchvision_nets
@@ -42,8 +43,19 @@ def build_model(spec: ModelSpec) -> ImageClassifier:
 
 def load_weights(spec: ModelSpec, state: dict) -> ImageClassifier:
     """Build the network and load ``state``, refusing tensors that do not fit it (wrong
-    names, shapes, or a class count that differs from the dataset's) with a clear message."""
-    model = build_model(spec)
+    names, shapes, or a class count that differs from the dataset's) with a clear message.
+
+    The network is built on the meta device and given memory only to take ``state``: a
+    random initialisation would draw from torch's process-wide generator, and versions are
+    loaded on any thread (predictions, a worker's warm-up) while a worker may be training
+    from a seed (retrain, fine-tuning, SISA shards), whose result would then depend on
+    when the load happened."""
+    with torch.device("meta"):
+        model = build_model(spec)
+    if any(module._non_persistent_buffers_set for module in model.modules()):
+        model = build_model(spec)  # buffers no state dict carries need their real values
+    else:
+        model = model.to_empty(device="cpu")
     expected = model.state_dict()
     for theirs, ours in get_architecture(spec.architecture).imported_prefixes:
         state = {(ours + name[len(theirs):] if name.startswith(theirs) else name): tensor
