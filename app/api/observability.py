@@ -101,12 +101,13 @@ def _metrics_router() -> APIRouter:
 
 
 async def _check_key(request: Request) -> None:
-    from app.auth.deps import bearer_scheme, get_principal, require
+    """An auditor (or admin) key: checked as the prediction routes check theirs (a route
+    that checks the key itself; the key's database read off the event loop)."""
+    from app.auth.deps import bearer_scheme, require_in_route
     from app.auth.service import Role
 
-    credentials = await bearer_scheme(request)
-    principal = await run_in_threadpool(get_principal, request, credentials)
-    await require(Role.auditor)(principal)  # the role check is async (app.auth.deps)
+    key = await require_in_route(Role.auditor)(request, await bearer_scheme(request))
+    await run_in_threadpool(key.principal)
 
 
 def install_observability(app: FastAPI, settings) -> None:
