@@ -82,6 +82,19 @@ def test_ensemble_predicts_mean_probabilities_and_roundtrips(ensemble, tiny_data
     assert accuracy_of(ensemble, tiny_data) > 0.3  # 200 images a shard: far above chance
 
 
+def test_loading_or_copying_an_ensemble_draws_nothing_from_the_seeded_generator(ensemble):
+    """As for a single network (tests/test_byo_models.py): a SISA version loaded or copied
+    on one thread (predictions, a forget request's working copy) must not move torch's
+    process-wide generator, which a seeded training on another thread draws from."""
+    payload, _ = model_bytes(ensemble)
+    torch.manual_seed(7)
+    expected = torch.rand(4)
+    torch.manual_seed(7)
+    loaded = load_model("sisa", "mnist-cnn-v1", payload)
+    copy.deepcopy(loaded)
+    assert torch.equal(torch.rand(4), expected)
+
+
 def accuracy_of(model, data) -> float:
     with torch.no_grad():
         return float((model(data.test_images).argmax(1) == data.test_labels).float().mean())

@@ -41,21 +41,26 @@ def build_model(spec: ModelSpec) -> ImageClassifier:
     return arch.build(ModelSpec(arch.name, spec.num_classes, tuple(spec.image_shape)))  # type: ignore[arg-type]
 
 
-def load_weights(spec: ModelSpec, state: dict) -> ImageClassifier:
-    """Build the network and load ``state``, refusing tensors that do not fit it (wrong
-    names, shapes, or a class count that differs from the dataset's) with a clear message.
+def empty_model(spec: ModelSpec) -> ImageClassifier:
+    """The network with uninitialised memory, for weights that are loaded into it next.
 
-    The network is built on the meta device and given memory only to take ``state``: a
-    random initialisation would draw from torch's process-wide generator, and versions are
-    loaded on any thread (predictions, a worker's warm-up) while a worker may be training
-    from a seed (retrain, fine-tuning, SISA shards), whose result would then depend on
-    when the load happened."""
+    It is built on the meta device and only then given memory: a random initialisation
+    would draw from torch's process-wide generator, and networks are built to take weights
+    on any thread (a version loaded for predictions, a worker's warm-up, a SISA ensemble)
+    while a worker may be training from a seed (retrain, fine-tuning, SISA shards), whose
+    result would then depend on when the build happened."""
     with torch.device("meta"):
         model = build_model(spec)
     if any(module._non_persistent_buffers_set for module in model.modules()):
-        model = build_model(spec)  # buffers no state dict carries need their real values
-    else:
-        model = model.to_empty(device="cpu")
+        return build_model(spec)  # buffers no state dict carries need their real values
+    return model.to_empty(device="cpu")
+
+
+def load_weights(spec: ModelSpec, state: dict) -> ImageClassifier:
+    """Build the network and load ``state``, refusing tensors that do not fit it (wrong
+    names, shapes, or a class count that differs from the dataset's) with a clear message.
+    Nothing is drawn from torch's generator (``empty_model``)."""
+    model = empty_model(spec)
     expected = model.state_dict()
     for theirs, ours in get_architecture(spec.architecture).imported_prefixes:
         state = {(ours + name[len(theirs):] if name.startswith(theirs) else name): tensor

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from app.architectures.base import ImageClassifier, ModelSpec
-from app.architectures.catalog import build_model
+from app.architectures.catalog import build_model, empty_model
 from app.ml.data import ImageData
 from app.ml.training import TrainingRecipe, train_model
 
@@ -60,7 +60,8 @@ class SisaEnsemble(nn.Module):
         super().__init__()
         self.recipe = recipe
         self.spec = spec  # every member's architecture, class count and input shape
-        self.shards = nn.ModuleList(build_model(spec) for _ in shard_ids)
+        # Empty until trained or loaded: nothing drawn from torch's generator here.
+        self.shards = nn.ModuleList(empty_model(spec) for _ in shard_ids)
         # Official training IDs of each shard, in slice order; slice r of shard s is
         # shard_ids[s][slice_ends[s][r-1]:slice_ends[s][r]].
         self.shard_ids = [ids.to(torch.int64).clone() for ids in shard_ids]
@@ -90,7 +91,7 @@ class SisaEnsemble(nn.Module):
             model = build_model(self.spec)
             self.checkpoints[shard] = []
         else:
-            model = build_model(self.spec)
+            model = empty_model(self.spec)
             model.load_state_dict(self.checkpoints[shard][first_stage])
             self.checkpoints[shard] = self.checkpoints[shard][:first_stage]
         slices = self.slices_of(shard)
