@@ -12,13 +12,14 @@ import time
 import numpy as np
 import orjson
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from app.core.errors import InvalidInputError
 from app.main import create_app
 from app.api.routes import prediction as prediction_routes
 from app.prediction.body_parsing import BodyParser, ParseFailure, parse_predict_body
-from tests.conftest import authorized, make_ctx, make_settings
+from tests.conftest import api_key, authorized, make_ctx, make_settings
 from tests.parse_gate import GATE_WAIT_S, gated_parse
 
 OFFLOAD_BYTES = 64 * 1024  # a 10-image body is larger
@@ -117,6 +118,64 @@ def test_other_requests_are_answered_while_a_large_body_is_parsed(
     assert (gate_dir / "outcome").read_text() == "released"
     assert answers["large"].status_code == 200
     assert len(answers["large"].json()["predictions"]) == 20
+
+
+class _BodyMeter:
+    """The app behind it, counting the request-body bytes the app pulls from the server."""
+
+    def __init__(self, app):
+        self.app, self.bytes_read = app, 0
+
+    async def __call__(self, scope, receive, send):
+        async def metered():
+            message = await receive()
+            self.bytes_read += len(message.get("body", b""))
+            return message
+
+        await self.app(scope, metered, send)
+
+
+def test_a_large_body_is_not_read_before_the_key_passes(tmp_path, feature_cache_dir,
+                                                        small_data, trained_state):
+    """A caller with a wrong key gets its 401 for a large prediction body (by its declared
+    length, or chunked) without the server reading any of it: it could otherwise make the
+    server take in up to UNLEARN_MAX_BODY_BYTES for nothing. A small body is read first and
+    the key checked with the version lookup; with a good key either is read and answered."""
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'unlearn.db'}",
+                             feature_cache_dir, predict_parse_offload_bytes=OFFLOAD_BYTES,
+                             predict_parse_processes=1)
+    context = make_ctx(settings, small_data, trained_state)
+    meter = _BodyMeter(create_app(context))
+    image = small_data.test_images[0, 0].numpy().tolist()
+    small = orjson.dumps({"instances": [image]})
+    large = orjson.dumps({"instances": [image] * 40})
+    pixels = (small_data.test_images[:100] * 255).to(torch.uint8).numpy().tobytes()
+    header = orjson.dumps({"inputs": [{"name": "image", "shape": [100, 1, 28, 28],
+                                       "datatype": "UINT8",
+                                       "parameters": {"binary_data_size": len(pixels)}}]})
+    binary = header + pixels
+    assert len(small) < OFFLOAD_BYTES <= min(len(large), len(binary))
+    v2 = {"content-type": "application/octet-stream",
+          "Inference-Header-Content-Length": str(len(header))}
+    as_json = {"content-type": "application/json"}
+    calls = [("/predict", large, as_json), ("/v2/models/mnist-cnn/infer", binary, v2)]
+    wrong = {"Authorization": "Bearer ulk_" + "x" * 43}
+    good = {"Authorization": f"Bearer {api_key(context, 'client')}"}
+    with TestClient(meter) as client:
+        for path, body, headers in calls:
+            for content in (body, iter([body])):  # declared length, then chunked
+                meter.bytes_read = 0
+                answer = client.post(path, content=content, headers={**headers, **wrong})
+                assert answer.status_code == 401, answer.text
+                assert meter.bytes_read == 0, path
+                meter.bytes_read = 0
+                answer = client.post(path, content=content, headers={**headers, **good})
+                assert answer.status_code == 200, answer.text
+                assert meter.bytes_read == len(body)
+        meter.bytes_read = 0
+        answer = client.post("/predict", content=small, headers={**as_json, **wrong})
+        assert answer.status_code == 401 and meter.bytes_read == len(small)
+    context.close()
 
 
 def test_predict_checks_the_key_before_it_parses_any_body(offloading_client, small_data):

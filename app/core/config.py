@@ -101,10 +101,10 @@ class Settings(BaseSettings):
                                 description="Larger request bodies get 413.")
     predict_parse_offload_bytes: int = Field(
         default=1024 * 1024, ge=0,
-        description="Prediction bodies at least this large are parsed in a separate "
-        "process (JSON parsing holds the GIL, so a thread would still stall the event "
-        "loop); smaller ones are parsed in the request's own thread hop, after its key "
-        "check, which is faster for them.")
+        description="Prediction bodies at least this large are read only after the "
+        "caller's key has passed, and parsed in a separate process (JSON parsing holds "
+        "the GIL, so a thread would still stall the event loop); smaller ones are parsed "
+        "in the request's own thread hop, after its key check, which is faster for them.")
     predict_parse_processes: int = Field(
         default=2, ge=0, le=64,
         description="Processes that parse large prediction bodies (0: parse every body on "

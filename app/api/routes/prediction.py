@@ -60,17 +60,16 @@ async def predict(request: Request,
                                                                     Role.auditor))],
                   ctx: Annotated[ServiceContext, Depends(get_context)],
                   predictor: Annotated[Predictor, Depends(get_predictor)]) -> Response:
-    raw = await request.body()
-    parser = get_body_parser(request)
-    if parser.offloads(len(raw)):
-        # A large body goes to a parsing process, once the key has passed: nobody gets a
-        # parse for free. Then the version is looked up in a second hop.
-        principal = await run_in_threadpool(key.principal)
-        body, instances = await _parse_body(request, raw)
-        version, model, batch = await run_in_threadpool(_prepare, ctx, predictor, key, raw,
-                                                        (body, instances), principal)
-    else:  # the key, the small body and the version in one hop (one database session)
-        version, model, batch = await run_in_threadpool(_prepare, ctx, predictor, key, raw)
+    raw, principal = await read_body(request, key)
+    parsed = None
+    if get_body_parser(request).offloads(len(raw)):
+        # A large body goes to a parsing process; read_body checked the key before it read
+        # it, so nobody gets a parse for free. Then the version is looked up in a hop.
+        assert principal is not None, "read_body checks the key of every large body"
+        parsed = await _parse_body(request, raw)
+    # Otherwise the key, the small body and the version in one hop (one database session).
+    version, model, batch = await run_in_threadpool(_prepare, ctx, predictor, key, raw,
+                                                    parsed, principal)
     probabilities = await predictor.probabilities(version, model, batch)
     record_prediction(ctx, version.model_name, version.version, len(probabilities))
     # Encoded here, in PredictResponse's shape (the documented response_model): returned
@@ -85,6 +84,23 @@ async def predict(request: Request,
                         for label, p in zip(probabilities.argmax(axis=1).tolist(),
                                             probabilities.tolist())],
     }), media_type="application/json")
+
+
+async def read_body(request: Request, key: KeyCheck) -> tuple[bytes, Principal | None]:
+    """The request's body, and the caller when the key had to be checked to read it.
+
+    A body that declares fewer than ``UNLEARN_PREDICT_PARSE_OFFLOAD_BYTES`` bytes is read
+    at once, and the route checks the key in the hop that looks the version up (one hop
+    a call). A larger body, or one of no declared length (chunked), is read only once the
+    key has passed, in a hop of its own: an unknown caller cannot make the server take in
+    up to ``UNLEARN_MAX_BODY_BYTES`` for its 401. (The HTTP server holds a body to its
+    declared length, so a small declared body cannot turn out large.)"""
+    declared = request.headers.get("content-length", "")
+    threshold = request.app.state.ctx.settings.predict_parse_offload_bytes
+    if declared.isdigit() and int(declared) < threshold:
+        return await request.body(), None
+    principal = await run_in_threadpool(key.principal)
+    return await request.body(), principal
 
 
 def get_body_parser(request: Request) -> BodyParser:
