@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -95,27 +96,34 @@ def feature_cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("features-cache")
 
 
-def _postgres_database() -> str:
-    """Create a fresh, empty PostgreSQL database and return its URL."""
+@contextlib.contextmanager
+def fresh_postgres_database(owner: str | None = None,
+                            login_roles: tuple[str, ...] = (),
+                            drop_roles: tuple[str, ...] = ()) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, as a URL for the test server's admin user;
+    dropped afterwards, with ``login_roles`` (created here first, without passwords) and
+    ``drop_roles`` (roles the test itself makes). ``owner``: the database's owner, one of
+    those roles. Skips, or fails under CI, when PostgreSQL cannot be reached."""
     admin_url = make_url(POSTGRES_URL)
     name = f"unlearn_test_{uuid.uuid4().hex[:12]}"
-    try:
-        engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with engine.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        engine.dispose()
-    except Exception as error:
-        _unavailable(f"PostgreSQL unavailable at {admin_url}: {error}")
-    return admin_url.set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_postgres_database(url: str) -> None:
-    admin_url = make_url(POSTGRES_URL)
-    name = make_url(url).database
     engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
+    try:
+        with engine.connect() as connection:
+            for role in login_roles:
+                connection.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'
+                                    + (f' OWNER "{owner}"' if owner else "")))
+    except Exception as error:
+        engine.dispose()
+        _unavailable(f"PostgreSQL unavailable at {admin_url}: {error}")
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            for role in (*drop_roles, *login_roles):
+                connection.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -125,9 +133,8 @@ def database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'unlearn.db'}"
         return
-    url = _postgres_database()
-    yield url
-    _drop_postgres_database(url)
+    with fresh_postgres_database() as url:
+        yield url
 
 
 # The test model (one epoch on 6,000 images, ~94% on class 2) with the tests' usual

@@ -20,10 +20,9 @@ from app.forget_requests.models import ForgetRequest
 from app.main import create_app
 from tests.test_console import CONSOLE_URL, log_in
 from tests.conftest import (
-    _drop_postgres_database,
-    _postgres_database,
     api_key,
     forget_body,
+    fresh_postgres_database,
     make_ctx,
     make_settings,
 )
@@ -96,17 +95,16 @@ class CuttableProxy:
 
 @pytest.fixture
 def outage(tmp_path, feature_cache_dir, small_data, trained_state):
-    url = _postgres_database()
-    real = make_url(url)
-    proxy = CuttableProxy((real.host or "127.0.0.1", real.port or 5432))
-    via_proxy = real.set(host="127.0.0.1", port=proxy.port).render_as_string(
-        hide_password=False)
-    ctx = make_ctx(make_settings(tmp_path, via_proxy, feature_cache_dir), small_data,
-                   trained_state)
-    yield ctx, proxy
-    proxy.cut()
-    ctx.close()
-    _drop_postgres_database(url)
+    with fresh_postgres_database() as url:
+        real = make_url(url)
+        proxy = CuttableProxy((real.host or "127.0.0.1", real.port or 5432))
+        via_proxy = real.set(host="127.0.0.1", port=proxy.port).render_as_string(
+            hide_password=False)
+        ctx = make_ctx(make_settings(tmp_path, via_proxy, feature_cache_dir), small_data,
+                       trained_state)
+        yield ctx, proxy
+        proxy.cut()
+        ctx.close()
 
 
 IMAGE = [[0.5] * 28 for _ in range(28)]

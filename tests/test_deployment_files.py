@@ -21,7 +21,7 @@ from app.cli import cli
 from app.core.config import ENV_PREFIX, Settings, load_settings
 from app.db.migrations import upgrade
 from app.db.roles import grant_app_role
-from tests.conftest import POSTGRES_URL, ROOT, _unavailable
+from tests.conftest import ROOT, fresh_postgres_database
 
 
 def compose() -> dict:
@@ -170,17 +170,13 @@ def test_the_init_script_makes_roles_that_migrate_and_serve(tmp_path):
     rewrite it."""
     if shutil.which("psql") is None:
         pytest.skip("psql is not installed")
-    admin_url = make_url(POSTGRES_URL)
     suffix = uuid.uuid4().hex[:8]
-    owner, app, database = f"owner_{suffix}", f"app_{suffix}", f"compose_{suffix}"
-    try:
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{database}"'))
-    except Exception as error:
-        _unavailable(f"PostgreSQL unavailable: {error}")
-    try:
-        env = {**os.environ, "POSTGRES_USER": admin_url.username, "POSTGRES_DB": database,
+    owner, app = f"owner_{suffix}", f"app_{suffix}"
+    # The script makes both roles; they are dropped with the database afterwards.
+    with fresh_postgres_database(drop_roles=(app, owner)) as url:
+        admin_url = make_url(url)
+        env = {**os.environ, "POSTGRES_USER": admin_url.username,
+               "POSTGRES_DB": admin_url.database,
                "PGHOST": admin_url.host or "127.0.0.1", "PGPORT": str(admin_url.port or 5432),
                "DB_OWNER_ROLE": owner, "DB_APP_ROLE": app,
                "DB_OWNER_PASSWORD": "owner-secret", "DB_APP_PASSWORD": "app-secret"}
@@ -189,8 +185,8 @@ def test_the_init_script_makes_roles_that_migrate_and_serve(tmp_path):
         ran = subprocess.run(["sh", str(ROOT / "deploy/postgres/init-roles.sh")], env=env,
                              capture_output=True, text=True, timeout=60)
         assert ran.returncode == 0, ran.stderr
-        as_owner = admin_url.set(username=owner, password="owner-secret", database=database)
-        as_app = admin_url.set(username=app, password="app-secret", database=database)
+        as_owner = admin_url.set(username=owner, password="owner-secret")
+        as_app = admin_url.set(username=app, password="app-secret")
         upgrade(as_owner.render_as_string(hide_password=False))
         owner_engine = create_engine(as_owner)
         grant_app_role(owner_engine, app)
@@ -204,9 +200,3 @@ def test_the_init_script_makes_roles_that_migrate_and_serve(tmp_path):
             with pytest.raises(ProgrammingError):
                 connection.execute(text("DELETE FROM audit_log"))
         app_engine.dispose()
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-            connection.execute(text(f'DROP ROLE IF EXISTS "{app}"'))
-            connection.execute(text(f'DROP ROLE IF EXISTS "{owner}"'))
-        admin.dispose()

@@ -16,10 +16,9 @@ from app.db.migrations import upgrade
 from app.db.roles import grant_app_role
 from app.main import create_app
 from tests.conftest import (
-    POSTGRES_URL,
-    _unavailable,
     api_key,
     forget_body,
+    fresh_postgres_database,
     make_ctx,
     make_settings,
 )
@@ -27,26 +26,13 @@ from tests.conftest import (
 
 @pytest.fixture
 def owner_and_app_urls():
-    admin_url = make_url(POSTGRES_URL)
     suffix = uuid.uuid4().hex[:8]
-    owner, app, database = f"owner_{suffix}", f"app_{suffix}", f"roles_{suffix}"
-    try:
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE ROLE "{owner}" LOGIN'))
-            connection.execute(text(f'CREATE ROLE "{app}" LOGIN'))
-            connection.execute(text(f'CREATE DATABASE "{database}" OWNER "{owner}"'))
-    except Exception as error:
-        _unavailable(f"PostgreSQL unavailable: {error}")
-    as_owner = admin_url.set(username=owner, password=None, database=database)
-    as_app = admin_url.set(username=app, password=None, database=database)
-    yield (as_owner.render_as_string(hide_password=False),
-           as_app.render_as_string(hide_password=False), app)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        connection.execute(text(f'DROP ROLE IF EXISTS "{app}"'))
-        connection.execute(text(f'DROP ROLE IF EXISTS "{owner}"'))
-    admin.dispose()
+    owner, app = f"owner_{suffix}", f"app_{suffix}"
+    with fresh_postgres_database(owner=owner, login_roles=(owner, app)) as url:
+        as_admin = make_url(url)
+        yield (as_admin.set(username=owner, password=None).render_as_string(hide_password=False),
+               as_admin.set(username=app, password=None).render_as_string(hide_password=False),
+               app)
 
 
 def test_app_role_cannot_rewrite_the_audit_log_and_the_service_works(

@@ -25,7 +25,7 @@ from app.forget_requests.models import ForgetRequest
 from app.forgetting.schemas import ForgetRequestCreate
 from app.forgetting.service import submit_request
 from app.registry.models import ModelVersion
-from tests.conftest import _drop_postgres_database, _postgres_database, api_key, forget_body, \
+from tests.conftest import api_key, fresh_postgres_database, forget_body, \
     make_ctx, make_settings
 from tests.processes import ApiProcess, start_worker, wait_for
 
@@ -36,9 +36,8 @@ FAST_RECOVERY = {"heartbeat_s": 0.3, "stalled_after_s": 1.5}
 
 @pytest.fixture
 def postgres_url():
-    url = _postgres_database()
-    yield url
-    _drop_postgres_database(url)
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture
