@@ -96,6 +96,7 @@ class DatabaseCollector(Collector):
 
     def collect(self):
         from app.audit.models import AuditChainHead
+        from app.forgetting.jobs import job_counts
         from app.forget_requests.models import ForgetRequest
         from app.notifications.models import WebhookDelivery
 
@@ -111,6 +112,7 @@ class DatabaseCollector(Collector):
                 outbox = session.execute(
                     select(WebhookDelivery.status, func.count())
                     .group_by(WebhookDelivery.status)).all()
+                jobs = job_counts(session)
         except Exception:
             metrics_logger.warning("metrics: database queries failed", exc_info=True)
             up.add_metric([], 0)
@@ -154,6 +156,13 @@ class DatabaseCollector(Collector):
         for status, count in counts.items():
             deliveries.add_metric([status], count)
         yield deliveries
+        if jobs:  # PostgreSQL: the job engine's own table, the maintenance queue's too
+            job_family = GaugeMetricFamily(
+                "unlearn_jobs", "Job engine jobs by queue and status (finished ones until "
+                "UNLEARN_JOB_RETENTION_HOURS removes them).", labels=["queue", "status"])
+            for (queue_name, status), count in sorted(jobs.items()):
+                job_family.add_metric([queue_name, status], count)
+            yield job_family
 
 
 def report_database_figures(metrics: ServiceMetrics, db) -> None:

@@ -132,3 +132,33 @@ def test_two_apps_over_one_context_share_its_metrics(ctx):
             samples = scrape(client)
     assert value(samples, "http_requests_total", handler="/models", method="GET",
                  status="200") == 2
+
+
+def test_job_engine_jobs_by_queue_and_status(ctx):
+    """On PostgreSQL the job engine's own table is reported by queue and status, the
+    maintenance queue (its hourly clean-up) included, with zeros for the empty series;
+    on SQLite there is no job engine and no such family."""
+    from sqlalchemy import text
+
+    from app.forgetting.jobs import CLEANUP_TASK, MAINTENANCE_QUEUE
+
+    with authorized(TestClient(create_app(ctx, start_worker=False)), ctx) as client:
+        before = scrape(client)
+        if ctx.settings.database_url.startswith("sqlite"):
+            assert not any(name == "unlearn_jobs" for name, _ in before)
+            return
+        assert ("unlearn_jobs", (("queue", "maintenance"), ("status", "todo"))) in before
+        assert value(before, "unlearn_jobs", queue="light", status="todo") == 0
+        for body in (forget_body(), forget_body(classes=[3]),
+                     forget_body(method="ssd", params={})):
+            assert client.post("/forget-requests", json=body).status_code == 202
+        with ctx.db.session() as session:  # the clean-up, as the periodic scheduler defers it
+            session.execute(text(
+                "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, NULL, NULL, "
+                "'{\"timestamp\": 0}'::jsonb, NULL)::procrastinate_job_to_defer_v1])"),
+                {"queue": MAINTENANCE_QUEUE, "task": CLEANUP_TASK})
+        samples = scrape(client)
+        assert value(samples, "unlearn_jobs", queue="light", status="todo") == 2
+        assert value(samples, "unlearn_jobs", queue="heavy", status="todo") == 1
+        assert value(samples, "unlearn_jobs", queue="maintenance", status="todo") == 1
+        assert value(samples, "unlearn_jobs", queue="light", status="failed") == 0

@@ -53,6 +53,22 @@ def uses_job_engine(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+def job_counts(session: Session) -> dict[tuple[str, str], int]:
+    """The job engine's jobs by (queue, status): every queue a worker takes (the
+    maintenance queue included) and every status procrastinate has, 0 where there are none,
+    so that an alert on a series never finds it missing. Finished jobs count until the
+    hourly clean-up removes them. Empty off PostgreSQL (no job engine there)."""
+    if not uses_job_engine(session):
+        return {}
+    counts = {(queue, status.value): 0
+              for queue in (*QUEUES, MAINTENANCE_QUEUE) for status in procrastinate.jobs.Status}
+    for queue, status, count in session.execute(text(
+            "SELECT queue_name, status::text, count(*) FROM procrastinate_jobs "
+            "GROUP BY queue_name, status")):
+        counts[(queue, status)] = count
+    return counts
+
+
 def defer_in_transaction(session: Session, request: ForgetRequest) -> int:
     """Enqueue the request's job on the session's own connection, inside its transaction
     (procrastinate's defer function, as ``App.defer`` calls it): a filing that rolls back
