@@ -118,9 +118,10 @@ async def infer_version(name: str, version: str, request: Request, key: ClientKe
 
 async def _infer(name: str, version: str | None, request: Request,
                  ctx: ServiceContext, predictor: Predictor, key: KeyCheck) -> Response:
-    # The key, the model's name and the version are checked in _prepare, in one thread
-    # hop (not on the event loop, not in hops of their own).
-    body, principal = await read_body(request, key)  # the key first for a large body
+    # The key (unless read_body checked it first, for a large body), the model's name and
+    # the version are checked in _prepare, in one thread hop (not on the event loop, not
+    # in hops of their own).
+    body, principal = await read_body(request, key)
     header_length = request.headers.get(protocol.HEADER_LENGTH)
     # A large JSON header is parsed in a parsing process (it holds the GIL for as long as
     # it takes); a small one, or raw tensor bytes after a small header, in the thread.
