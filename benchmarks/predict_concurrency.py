@@ -8,7 +8,13 @@ one kept-alive connection per client, prebuilt requests; ``--client httpx`` for 
 for ``--seconds`` against each server in turn, for ``--rounds`` alternations, and reports
 requests/second and latency percentiles of each.
 
+``--architecture`` serves a model of another architecture on MNIST instead, with its
+seeded initial weights (its answers mean nothing; its forward pass costs what a trained
+one's does): where a single-image pass costs far more than its share of a batched one
+(MobileNetV3-small on a CPU, as most models on a GPU), batching has something to gather.
+
     UNLEARN_DATA_DIR=../shared/data .venv/bin/python benchmarks/predict_concurrency.py
+    ... benchmarks/predict_concurrency.py --architecture mobilenet-v3-small
 """
 
 from __future__ import annotations
@@ -25,12 +31,16 @@ from contextlib import ExitStack, contextmanager
 
 import numpy as np
 import orjson
+import torch
 from _common import admin_headers, fresh_context, percentile, serve, write_result
 
+from app.architectures.catalog import ARCHITECTURES, build_model
 from app.context import ServiceContext
+from app.datasets.service import MNIST_DATASET
 from app.main import create_app
 from app.ml.device import describe_device
 from app.prediction.predictor import Predictor
+from app.registration import model_spec, register_trained_model
 
 
 def client_load(url: str, headers: dict, bodies: list[bytes], clients: int,
@@ -122,6 +132,18 @@ def _raw_client_load(url: str, headers: dict, bodies: list[bytes], clients: int,
         loop.close()
 
 
+def register_initial_weights(ctx: ServiceContext, architecture: str) -> str:
+    """Register ``architecture`` on MNIST with its initial weights (seed 0) as a model of
+    its own, ``mnist-<architecture>``; returns the name."""
+    name = f"mnist-{architecture}"
+    torch.manual_seed(0)
+    model = build_model(model_spec(ctx, MNIST_DATASET, architecture))
+    register_trained_model(ctx, model, actor="benchmark", model_name=name,
+                           dataset_name=MNIST_DATASET,
+                           model_card={"note": "initial weights, for throughput benchmarks"})
+    return name
+
+
 @contextmanager
 def served_apps(ctx: ServiceContext, batching: dict | None = None):
     """The two servers the benchmark measures, each under uvicorn on loopback: yields
@@ -159,10 +181,16 @@ def main() -> None:
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
                         help="raw: prebuilt requests on kept-alive sockets (default); "
                              "httpx: httpx.AsyncClient")
+    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=None,
+                        help="serve this architecture on MNIST with its initial weights "
+                             "(throughput only) instead of the shipped model")
     parser.add_argument("--result", default="predict_concurrency.md")
     args = parser.parse_args()
 
     ctx = fresh_context()
+    model_name = ctx.model_name
+    if args.architecture is not None:
+        model_name = register_initial_weights(ctx, args.architecture)
     batching = {}
     if args.max_batch is not None:
         batching["predict_batch_max_size"] = args.max_batch
@@ -170,7 +198,8 @@ def main() -> None:
         batching["predict_batch_max_wait_ms"] = args.max_wait_ms
     data = ctx.model_data(ctx.model_name)
     images = data.test_images[: args.clients, 0].numpy()
-    bodies = [orjson.dumps({"instances": [np.round(image, 4).tolist()]}) for image in images]
+    bodies = [orjson.dumps({"model_name": model_name,
+                            "instances": [np.round(image, 4).tolist()]}) for image in images]
     headers = {"content-type": "application/json", **admin_headers(ctx)}
 
     results: dict[str, list] = {"batched": [], "unbatched": []}
@@ -209,7 +238,8 @@ def main() -> None:
     ratios = [batched[0] / max(unbatched[0], 1)
               for batched, unbatched in zip(results["batched"], results["unbatched"])]
     report = "\n".join([
-        f"{args.clients} concurrent single-image /predict clients (JSON), device: "
+        f"{args.clients} concurrent single-image /predict clients (JSON), model "
+        f"{model_name}{' (initial weights)' if args.architecture else ''}, device: "
         f"{describe_device(ctx.device)}; {args.rounds} alternating rounds of "
         f"{args.seconds:g} s each; client in a separate process ({args.client} client):",
         f"- with dynamic batching (max {settings.predict_batch_max_size} images, "
