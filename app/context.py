@@ -12,6 +12,7 @@ import torch
 
 from app.core.config import Settings
 from app.core.errors import NotFoundError
+from app.datasets.service import MNIST_DATASET
 from app.db.session import Database
 from app.evaluation.service import Evaluator
 from app.ml.data import ImageData
@@ -19,8 +20,6 @@ from app.registry.artifacts import ArtifactStore
 from app.registry.model_cache import ModelCache
 
 logger = logging.getLogger("unlearn")
-
-MNIST_DATASET = "mnist"
 
 
 class ServiceDatasets:

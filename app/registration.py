@@ -22,8 +22,9 @@ from torch import nn
 from app.architectures.base import ArchitectureError, ModelSpec
 from app.architectures.catalog import check_fits, get_architecture, load_weights
 from app.audit.service import AuditAction, record
-from app.context import MNIST_DATASET, ServiceContext
+from app.context import ServiceContext
 from app.core.errors import ConflictError, InvalidInputError
+from app.datasets.service import MNIST_DATASET
 from app.ml.data import ImageData
 from app.registry.artifacts import deserialize_state, sha256_bytes
 from app.registry.model_kinds import kind_of, model_backbone_sha256, model_bytes, spec_of

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.context import MNIST_DATASET, ServiceContext, ServiceDatasets
+from app.context import ServiceContext, ServiceDatasets
 from app.core.config import ConfigError, Settings
+from app.datasets.service import MNIST_DATASET
 from app.db.session import Database
 from app.evaluation.features import FeatureCache
 from app.evaluation.service import Evaluator
