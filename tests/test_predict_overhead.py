@@ -14,7 +14,7 @@ from app.db.base import utcnow
 from app.forget_requests.models import ForgetRequest, RequestStatus
 from app.main import create_app
 from app.subjects.models import VersionPurge
-from tests.conftest import api_key
+from tests.conftest import api_key, authorized, make_ctx, make_settings
 
 
 def _count_sessions(ctx, monkeypatch) -> list[int]:
@@ -34,25 +34,33 @@ def _v2_body(images) -> dict:
                         "datatype": "FP32", "data": images.reshape(-1).tolist()}]}
 
 
-def test_a_prediction_opens_one_session_with_the_key_check(client, ctx, small_data,
-                                                           monkeypatch):
-    images = small_data.test_images[:2, 0].numpy()
-    calls = [("/predict", {"instances": images.tolist()}),                # production
-             ("/predict", {"instances": images.tolist(), "model_version": 1}),
-             ("/v2/models/mnist-cnn/infer", _v2_body(images)),
-             ("/v2/models/mnist-cnn/versions/1/infer", _v2_body(images))]
-    for path, body in calls:  # warm: the model loaded, the version row kept
-        assert client.post(path, json=body).status_code == 200
-    opened = _count_sessions(ctx, monkeypatch)
-    for path, body in calls:
-        opened[0] = 0
-        assert client.post(path, json=body).status_code == 200
-        # One for the API key, the version, its state and (v2) the model's name.
-        assert opened[0] == 1, (path, opened[0])
-    # Unknown names are still refused by the v2 route as before, naming the field.
-    unknown = client.post("/v2/models/nope/infer", json=_v2_body(images))
-    assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "name"
-    assert "no model named 'nope'" in unknown.json()["error"]["message"]
+def test_a_prediction_opens_one_session_with_the_key_check(tmp_path, database_url,
+                                                           feature_cache_dir, small_data,
+                                                           trained_state, monkeypatch):
+    # Nothing else opens sessions meanwhile: no embedded worker (on PostgreSQL its
+    # stalled-job sweep opens one every few seconds) and no webhook deliverer (it polls
+    # every second); either made this count 2 now and then.
+    ctx = make_ctx(make_settings(tmp_path, database_url, feature_cache_dir,
+                                 webhook_deliverer=False), small_data, trained_state)
+    with authorized(TestClient(create_app(ctx, start_worker=False)), ctx) as client:
+        images = small_data.test_images[:2, 0].numpy()
+        calls = [("/predict", {"instances": images.tolist()}),                # production
+                 ("/predict", {"instances": images.tolist(), "model_version": 1}),
+                 ("/v2/models/mnist-cnn/infer", _v2_body(images)),
+                 ("/v2/models/mnist-cnn/versions/1/infer", _v2_body(images))]
+        for path, body in calls:  # warm: the model loaded, the version row kept
+            assert client.post(path, json=body).status_code == 200
+        opened = _count_sessions(ctx, monkeypatch)
+        for path, body in calls:
+            opened[0] = 0
+            assert client.post(path, json=body).status_code == 200
+            # One for the API key, the version, its state and (v2) the model's name.
+            assert opened[0] == 1, (path, opened[0])
+        # Unknown names are still refused by the v2 route as before, naming the field.
+        unknown = client.post("/v2/models/nope/infer", json=_v2_body(images))
+        assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "name"
+        assert "no model named 'nope'" in unknown.json()["error"]["message"]
+    ctx.close()
 
 
 def test_state_written_elsewhere_is_seen_by_the_next_prediction(ctx, small_data):
