@@ -178,6 +178,28 @@ def test_a_large_body_is_not_read_before_the_key_passes(tmp_path, feature_cache_
     context.close()
 
 
+def test_a_key_checked_before_a_large_body_is_not_checked_again(offloading_client,
+                                                                small_data, monkeypatch):
+    """The early check for a large body is the route's check: the key is looked up once a
+    call (one throttle count, one database read), whichever the path."""
+    from app.auth import deps as auth_deps
+
+    lookups = []
+    real = auth_deps.authenticate_throttled
+
+    def counted(*args, **kwargs):
+        lookups.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(auth_deps, "authenticate_throttled", counted)
+    image = small_data.test_images[0, 0].numpy().tolist()
+    for count in (1, 40):  # a small body, then one over OFFLOAD_BYTES
+        lookups.clear()
+        answer = offloading_client.post("/predict", json={"instances": [image] * count})
+        assert answer.status_code == 200, answer.text
+        assert lookups == ["api"], count
+
+
 def test_predict_checks_the_key_before_it_parses_any_body(offloading_client, small_data):
     """/predict checks the key first thing in its thread hop (small bodies) or before the
     parsing process gets the body (large ones): a missing or wrong key gets 401 and a key

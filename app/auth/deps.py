@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -89,7 +89,7 @@ def _admitted(principal: Principal, wanted: frozenset[str]) -> Principal:
     return principal
 
 
-@dataclass(frozen=True)
+@dataclass
 class KeyCheck:
     """A presented key and the roles a route admits, checked when the route calls
     ``principal()`` (blocking: one database read), before anything else it does."""
@@ -97,13 +97,23 @@ class KeyCheck:
     request: Request
     token: str
     roles: frozenset[str]
+    _caller: Principal | None = field(default=None, init=False, repr=False)
+
+    @property
+    def checked(self) -> bool:
+        """Whether the key has passed already (``principal()`` was called and answered)."""
+        return self._caller is not None
 
     def principal(self, session: Session | None = None) -> Principal:
         """The caller: 401 for an unknown, revoked or expired key (under the throttle),
         403 for a key without the roles; as ``require`` answers. ``session``: the route's
-        own read-only session, to read the key in (one session a call, not two)."""
-        return _admitted(authenticate_throttled(self.request, self.token, "api", session),
-                         self.roles)
+        own read-only session, to read the key in (one session a call, not two). Checked
+        once a request: a route that had to check it early (before reading a large body)
+        calls it again where it always does, and gets the caller checked then."""
+        if self._caller is None:
+            self._caller = _admitted(
+                authenticate_throttled(self.request, self.token, "api", session), self.roles)
+        return self._caller
 
 
 def require_in_route(*roles: Role) -> Callable[..., Awaitable[KeyCheck]]:

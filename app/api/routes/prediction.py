@@ -60,16 +60,16 @@ async def predict(request: Request,
                                                                     Role.auditor))],
                   ctx: Annotated[ServiceContext, Depends(get_context)],
                   predictor: Annotated[Predictor, Depends(get_predictor)]) -> Response:
-    raw, principal = await read_body(request, key)
+    raw = await read_body(request, key)
     parsed = None
     if get_body_parser(request).offloads(len(raw)):
         # A large body goes to a parsing process; read_body checked the key before it read
         # it, so nobody gets a parse for free. Then the version is looked up in a hop.
-        assert principal is not None, "read_body checks the key of every large body"
+        assert key.checked, "read_body checks the key of every large body"
         parsed = await _parse_body(request, raw)
     # Otherwise the key, the small body and the version in one hop (one database session).
     version, model, batch = await run_in_threadpool(_prepare, ctx, predictor, key, raw,
-                                                    parsed, principal)
+                                                    parsed)
     probabilities = await predictor.probabilities(version, model, batch)
     record_prediction(ctx, version.model_name, version.version, len(probabilities))
     # Encoded here, in PredictResponse's shape (the documented response_model): returned
@@ -86,8 +86,8 @@ async def predict(request: Request,
     }), media_type="application/json")
 
 
-async def read_body(request: Request, key: KeyCheck) -> tuple[bytes, Principal | None]:
-    """The request's body, and the caller when the key had to be checked to read it.
+async def read_body(request: Request, key: KeyCheck) -> bytes:
+    """The request's body.
 
     A body that declares fewer than ``UNLEARN_PREDICT_PARSE_OFFLOAD_BYTES`` bytes is read
     at once, and the route checks the key in the hop that looks the version up (one hop
@@ -97,10 +97,9 @@ async def read_body(request: Request, key: KeyCheck) -> tuple[bytes, Principal |
     declared length, so a small declared body cannot turn out large.)"""
     declared = request.headers.get("content-length", "")
     threshold = request.app.state.ctx.settings.predict_parse_offload_bytes
-    if declared.isdigit() and int(declared) < threshold:
-        return await request.body(), None
-    principal = await run_in_threadpool(key.principal)
-    return await request.body(), principal
+    if not (declared.isdigit() and int(declared) < threshold):
+        await run_in_threadpool(key.principal)  # kept: the route's own check reuses it
+    return await request.body()
 
 
 def get_body_parser(request: Request) -> BodyParser:
@@ -134,15 +133,13 @@ def _body_errors_as_422() -> Iterator[None]:
 
 
 def _prepare(ctx: ServiceContext, predictor: Predictor, key: KeyCheck, raw: bytes,
-             parsed: tuple[PredictRequest, Any] | None = None,
-             principal: Principal | None = None):
-    """The caller's key first (401/403 before anything else is answered; unless checked
-    already, as ``principal``), the body (unless ``parsed`` already), then the version and
-    its model, and the images checked against the shape that version takes (blocking work:
-    database, files, decoding; run in a thread)."""
+             parsed: tuple[PredictRequest, Any] | None = None):
+    """The caller's key first (401/403 before anything else is answered), the body (unless
+    ``parsed`` already), then the version and its model, and the images checked against
+    the shape that version takes (blocking work: database, files, decoding; run in a
+    thread)."""
     with ctx.db.session() as session:  # one read-only session for the key and the version
-        if principal is None:
-            principal = key.principal(session)
+        principal = key.principal(session)
         if parsed is None:
             with _body_errors_as_422():
                 parsed = parse_predict_body(raw, False)

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CtxDep
 from app.auth.deps import KeyCheck, require, require_in_route
-from app.auth.service import Principal, Role
+from app.auth.service import Role
 from app.context import ServiceContext
 from app.core.errors import NotFoundError
 from app.health.routes import readiness
@@ -121,15 +121,14 @@ async def _infer(name: str, version: str | None, request: Request,
     # The key (unless read_body checked it first, for a large body), the model's name and
     # the version are checked in _prepare, in one thread hop (not on the event loop, not
     # in hops of their own).
-    body, principal = await read_body(request, key)
+    body = await read_body(request, key)
     header_length = request.headers.get(protocol.HEADER_LENGTH)
     # A large JSON header is parsed in a parsing process (it holds the GIL for as long as
     # it takes); a small one, or raw tensor bytes after a small header, in the thread.
     parser = get_body_parser(request)
     offload = parser.offloads(_json_size(body, header_length))
     version_row, model, parsed = await run_in_threadpool(
-        _prepare, ctx, predictor, key, name, version, body, header_length, not offload,
-        principal)
+        _prepare, ctx, predictor, key, name, version, body, header_length, not offload)
     if parsed is None:
         parsed = await parser.run(len(body), protocol.parse_request, body, header_length,
                                   service.image_shape(version_row),
@@ -151,15 +150,12 @@ def _json_size(body: bytes, header_length: str | None) -> int:
 
 
 def _prepare(ctx: ServiceContext, predictor: Predictor, key: KeyCheck, name: str,
-             version: str | None, body: bytes, header_length: str | None, parse: bool,
-             principal: Principal | None = None):
-    """The caller's key first (401/403 before anything else is answered; unless checked
-    already, as ``principal``), then the version and its model (refused as ``/predict``
-    refuses it: 410 when purged, 409 when superseded), and the parsed request when
-    ``parse``."""
+             version: str | None, body: bytes, header_length: str | None, parse: bool):
+    """The caller's key first (401/403 before anything else is answered), then the version
+    and its model (refused as ``/predict`` refuses it: 410 when purged, 409 when
+    superseded), and the parsed request when ``parse``."""
     with ctx.db.session() as session:  # one read-only session for the key and the version
-        if principal is None:
-            principal = key.principal(session)
+        principal = key.principal(session)
         version_number = _version_number(version) if version is not None else None
         # Checked before the model loads (a purged version's artifact is gone), so before
         # the body is parsed: the audit entry of an admin's query records no image count.
