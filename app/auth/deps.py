@@ -11,7 +11,6 @@ CPU, measured in docs/serving.md).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -55,7 +54,7 @@ def authenticate_throttled(request: Request, token: str, interface: str,
     address = client_address(request)
     throttle.check_address(address)
     ctx = request.app.state.ctx
-    with nullcontext(session) if session is not None else ctx.db.session() as reading:
+    with ctx.db.session_or(session) as reading:
         principal = authenticate(reading, token)
     if principal is not None:
         return principal

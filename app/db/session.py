@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, cast
 
@@ -57,6 +57,12 @@ class Database:
     def session(self) -> Iterator[Session]:
         with self._unit_of_work(take_write_lock=False) as session:
             yield session
+
+    def session_or(self, session: Session | None) -> AbstractContextManager[Session]:
+        """The caller's ``session`` when it passes one (its unit of work goes on, and
+        commits or rolls back where the caller opened it), else a ``session()`` of its own:
+        for a read that a caller may fold into the session it already has."""
+        return nullcontext(session) if session is not None else self.session()
 
     @contextmanager
     def write_session(self) -> Iterator[Session]:

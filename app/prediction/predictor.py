@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 
 import numpy as np
 from cachetools import LRUCache
@@ -107,7 +106,7 @@ class Predictor:
                 row = self._versions.get((name, number))
             if row is not None and not with_state:
                 return row, CURRENT
-        with nullcontext(session) if session is not None else self.ctx.db.session() as session:
+        with self.ctx.db.session_or(session) as session:
             states: dict[int, VersionState] = {}
             if number is None or with_state:
                 registered, production, states = self.states.read(session, name)
